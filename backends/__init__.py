@@ -1,0 +1,90 @@
+"""Backends: one module per device family, the same small face on each.
+
+    import backends
+    b = backends.activate("auto")          # or "cuda" | "rocm" | "mps" | "cpu"
+    x = torch.zeros(8, device=b.device())
+    with b.autocast(): ...
+
+Each of cpu.py, cuda.py, rocm.py and mps.py exposes NAME, is_available,
+unavailable_reason, device, compute_dtype, autocast, grad_scaler, synchronize,
+memory_allocated, max_memory_allocated, reset_peak_memory, device_name,
+peak_flops, compile_available, triton_available, attention_impl, pin_memory,
+fingerprint and setup. activate() writes the resolved choice into the
+environment (AUTORESEARCH_BACKEND, AUTORESEARCH_THREADS) so that child
+processes (the training run, the evaluator) pick the same backend via current().
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+NAMES = ("cuda", "rocm", "mps", "cpu")  # "auto" takes the first available, in this order
+ENV_BACKEND = "AUTORESEARCH_BACKEND"
+ENV_THREADS = "AUTORESEARCH_THREADS"
+
+_active: ModuleType | None = None  # set by activate(); what current() returns
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def get(name: str = "auto") -> ModuleType:
+    """The backend module for a name; "auto" = first available in NAMES order.
+
+    Unknown name -> ValueError; a named backend that is not available ->
+    RuntimeError saying why (never a quiet fallback when asked by name).
+    """
+    key = (name or "auto").strip().lower()
+    if key == "auto":
+        return next(m for m in map(_module, NAMES) if m.is_available())  # cpu always is
+    if key not in NAMES:
+        raise ValueError(f"unknown backend {name!r}; valid choices: auto, {', '.join(NAMES)}")
+    backend = _module(key)
+    if not backend.is_available():
+        reason = backend.unavailable_reason() or "it is not available"
+        raise RuntimeError(f"backend {key!r} requested but {reason}")
+    return backend
+
+
+def activate(name: str = "auto", threads: int | None = None) -> ModuleType:
+    """Resolve, set up and remember a backend; export the choice to child processes."""
+    global _active
+    backend = get(name)
+    backend.setup(threads)
+    os.environ[ENV_BACKEND] = backend.NAME  # the resolved name, never "auto"
+    if threads is None:
+        os.environ.pop(ENV_THREADS, None)  # children use their backend's default too
+    else:
+        os.environ[ENV_THREADS] = str(threads)
+    _active = backend
+    return backend
+
+
+def _threads_from_env() -> int | None:
+    text = os.environ.get(ENV_THREADS, "").strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{ENV_THREADS}={text!r} is not an integer") from None
+
+
+def current() -> ModuleType:
+    """The active backend; activates it from the environment on first use."""
+    if _active is None:
+        return activate(os.environ.get(ENV_BACKEND, "auto"), _threads_from_env())
+    return _active
+
+
+def _reset() -> None:
+    """Forget the active backend (tests; a process that must re-read its env)."""
+    global _active
+    _active = None
+
+
+from .attention import attention  # noqa: E402  (re-export; it imports current lazily)
+
+__all__ = ["NAMES", "ENV_BACKEND", "ENV_THREADS", "get", "activate", "current", "attention"]

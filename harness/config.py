@@ -1,0 +1,102 @@
+"""Typed schema of the Hydra config (conf/): the set of keys and their types.
+
+Registered in Hydra's ConfigStore as `schema`, first in every verb's defaults list, so
+an unknown key or a wrong type stops at composition with Hydra's own message.
+"""
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+class BudgetMode(str, Enum):
+    wall = "wall"  # plain wall-clock seconds of training (the upstream behaviour)
+
+
+@dataclass
+class BackendConf:
+    name: str = "auto"  # cuda | rocm | mps | cpu | auto (first available)
+    threads: Optional[int] = None  # CPU intra-op threads; None = all cores
+
+
+@dataclass
+class DataConf:
+    name: str = "builtin"
+    vocab_size: int = 4096  # BPE vocabulary, special tokens included
+    max_seq_len: int = 512  # tokens per row (MAX_SEQ_LEN)
+    eval_tokens: int = 65536  # validation tokens scored by evaluate_bpb (upper bound)
+    # data, shards and tokenizers live here ($AUTORESEARCH_CACHE overrides the default)
+    cache_dir: str = "${oc.env:AUTORESEARCH_CACHE,'~/.cache/autoresearch'}"
+    path: Optional[str] = None  # data=local: directory of .txt/.jsonl/.parquet
+    val_fraction: float = 0.02  # data=local: share of documents held out (stable hash)
+    base_url: Optional[str] = None  # data=climbmix: where shard_XXXXX.parquet files live
+    num_shards: int = 10  # data=climbmix: training shards to download
+    workers: int = 8  # data=climbmix: parallel downloads
+    tokenizer_chars: int = 200_000_000  # characters of training text the BPE sees (cap)
+
+
+@dataclass
+class ModelConf:
+    name: str = "tiny"
+    depth: int = 4  # transformer blocks
+    width: int = 256  # model dimension
+    head_dim: int = 64  # dimension per attention head
+    device_batch_size: int = 8  # rows per forward pass
+    total_batch_size: int = 2048  # tokens per optimizer step (grad accumulation fills it)
+    window_pattern: str = "L"  # per-layer attention: S = sliding window, L = full causal
+
+
+@dataclass
+class BudgetConf:
+    mode: BudgetMode = BudgetMode.wall
+    seconds: float = 300.0  # training seconds (wall mode)
+    allowance_seconds: Optional[float] = None  # hard kill at seconds + this; None = auto
+
+
+@dataclass
+class EvalConf:
+    timeout_seconds: float = 900.0  # hard limit on the evaluation process
+    causality_check: bool = True  # refuse models whose logits read future tokens
+
+
+@dataclass
+class Config:
+    backend: BackendConf = field(default_factory=BackendConf)
+    data: DataConf = field(default_factory=DataConf)
+    model: ModelConf = field(default_factory=ModelConf)
+    budget: BudgetConf = field(default_factory=BudgetConf)
+    eval: EvalConf = field(default_factory=EvalConf)
+    train_file: Optional[str] = None  # train.py to run; None = the project's trainer/train.py
+    quiet: bool = False  # do not stream train.py's output
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="schema", node=Config)
+
+
+CONF_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "conf"
+
+
+def to_dict(cfg) -> dict:
+    """A plain, JSON-ready dict of a composed config (enums as their values)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def compose(verb: str, overrides: list[str]):
+    """Compose a verb's config with Hydra's compose API (tests, and prepare by hand)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return hydra_compose(config_name=verb, overrides=list(overrides))
+
+
+def compose_dict(verb: str, overrides: list[str]) -> dict:
+    return to_dict(compose(verb, overrides))

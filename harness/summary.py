@@ -1,0 +1,58 @@
+"""The stdout contract: a `---` line, then `key: value` lines in a fixed order.
+
+A run without a val_bpb line is a crash. The harness prints the same block, with its
+own val_bpb, and writes it as JSON.
+"""
+from __future__ import annotations
+
+import math
+
+# The fixed order (DESIGN §3); the harness appends its own keys after these.
+KEYS = (
+    "val_bpb", "training_seconds", "total_seconds", "peak_memory_mb", "mfu_percent",
+    "total_tokens_M", "num_steps", "num_params_M", "backend", "device",
+)
+HARNESS_KEYS = ("status", "budget_mode", "budget_seconds", "eval_seconds", "run_dir")
+
+
+def parse(text: str) -> dict:
+    """The last `---` block of `text` as a dict (numbers as float/int, 'n/a' kept)."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "---"]
+    if not starts:
+        return {}
+    out: dict = {}
+    for line in lines[starts[-1] + 1:]:
+        key, sep, value = line.partition(":")
+        if not sep or not key.strip() or " " in key.strip():
+            break
+        out[key.strip()] = _value(value.strip())
+    return out
+
+
+def _value(v: str):
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def _fmt(key: str, v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        return f"{v:.6f}" if key == "val_bpb" else f"{v:.2f}" if key == "mfu_percent" else f"{v:.1f}"
+    return str(v)
+
+
+def format_block(summary: dict) -> str:
+    """The `---` block: KEYS first in their order, then harness keys, then the rest."""
+    keys = [k for k in KEYS if k in summary]
+    keys += [k for k in HARNESS_KEYS if k in summary]
+    keys += [k for k in summary if k not in keys and k not in ("reason", "log_tail")]
+    width = max(len(k) for k in keys) + 2 if keys else 0
+    return "\n".join(["---"] + [f"{k + ':':<{width}}{_fmt(k, summary[k])}" for k in keys])

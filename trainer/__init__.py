@@ -1,0 +1,1 @@
+"""The experiment contract (DESIGN §3): immutable prepare/evaluate, the agent's train.py."""
