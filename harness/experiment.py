@@ -101,7 +101,6 @@ def run(cfg: dict, run_dir: Path) -> dict:
         if out["status"] == "ok":
             # A fresh copy of train.py (the one in `work` may have been rewritten by the run).
             _write_workdir(ev, train_src, settings)
-            guard.extra.append(ev / "prepare.py")
             env_eval = dict(env, AUTORESEARCH_KERNELS="reference", AUTORESEARCH_RUN_CONFIG=str(ev / "run_config.json"))
             env_eval["AUTORESEARCH_CAUSALITY"] = "1" if cfg["eval"]["causality_check"] else "0"
             (ev / "model.pt").unlink(missing_ok=True)
