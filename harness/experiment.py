@@ -98,6 +98,7 @@ def run(cfg: dict, run_dir: Path) -> dict:
                        log=run_dir / "train.log", echo=echo, prefix="  | ")
         out.update({k: v for k, v in summary.parse(res.output).items() if k != "val_bpb"})
         out.update(_train_status(res, model_out, limit))
+        out["train_process_seconds"] = res.seconds
         if out["status"] == "ok":
             # A fresh copy of train.py (the one in `work` may have been rewritten by the run).
             _write_workdir(ev, train_src, settings)
@@ -109,6 +110,7 @@ def run(cfg: dict, run_dir: Path) -> dict:
             res_e = proc.run([sys.executable, "-m", "harness.evaluate", str(ev)], cwd=ev, env=env_eval,
                              limit=float(cfg["eval"]["timeout_seconds"]), log=run_dir / "eval.log", echo=False)
             out.update(_eval_status(res_e, ev))
+            out["eval_process_seconds"] = res_e.seconds
             (ev / "model.pt").unlink(missing_ok=True)
     except KeyboardInterrupt:
         out.update(status="interrupted", reason="interrupted by the user")

@@ -13,6 +13,7 @@ KEYS = (
     "total_tokens_M", "num_steps", "num_params_M", "backend", "device",
 )
 HARNESS_KEYS = ("status", "budget_mode", "budget_seconds", "eval_seconds", "run_dir")
+QUIET_KEYS = ("reason", "log_tail", "train_process_seconds", "eval_process_seconds")  # JSON only
 
 
 def parse(text: str) -> dict:
@@ -53,6 +54,6 @@ def format_block(summary: dict) -> str:
     """The `---` block: KEYS first in their order, then harness keys, then the rest."""
     keys = [k for k in KEYS if k in summary]
     keys += [k for k in HARNESS_KEYS if k in summary]
-    keys += [k for k in summary if k not in keys and k not in ("reason", "log_tail")]
+    keys += [k for k in summary if k not in keys and k not in QUIET_KEYS]
     width = max(len(k) for k in keys) + 2 if keys else 0
     return "\n".join(["---"] + [f"{k + ':':<{width}}{_fmt(k, summary[k])}" for k in keys])
