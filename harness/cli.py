@@ -15,12 +15,43 @@ from pathlib import Path
 from harness.config import CONF_DIR, register, to_dict
 
 
+EXIT_USAGE = 2  # a bad request (no traceback): bad budget, missing file, unavailable backend
+
+
+def _user_errors(fn):
+    """Errors a user can fix end with one clear line and exit code 2, never a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(cfg):
+        from harness.budget import BudgetError
+        from harness.calibration import CalibrationError
+
+        try:
+            return fn(cfg)
+        except (BudgetError, CalibrationError, FileNotFoundError, ValueError, RuntimeError) as e:
+            print(f"autoresearch {fn.__name__.strip('_')}: error: {e}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE)
+
+    return wrapper
+
+
+@_user_errors
 def _prepare(cfg) -> None:
     from trainer.prepare import prepare
 
     prepare(to_dict(cfg)["data"])
 
 
+@_user_errors
+def _calibrate(cfg) -> None:
+    from harness import calibration
+
+    cal = calibration.calibrate(to_dict(cfg))
+    print("device benchmark\n" + calibration.table(cal), flush=True)
+
+
+@_user_errors
 def _experiment(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
@@ -33,6 +64,7 @@ def _experiment(cfg) -> None:
 
 VERBS = {
     "prepare": (_prepare, "download/extract the corpus and train the tokenizer (cached)"),
+    "calibrate": (_calibrate, "measure this device (matmul, bandwidth, reference-workload tokens/s); cached"),
     "experiment": (_experiment, "run train.py once under the budget; print and save the summary"),
 }
 

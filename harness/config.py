@@ -12,6 +12,9 @@ from hydra.core.config_store import ConfigStore
 
 class BudgetMode(str, Enum):
     wall = "wall"  # plain wall-clock seconds of training (the upstream behaviour)
+    normalized = "normalized"  # reference-device seconds, converted by calibrated throughput
+    tokens = "tokens"  # a fixed number of training tokens: identical step counts everywhere
+    flops = "flops"  # a fixed number of training FLOPs (the baseline's tokens x its FLOPs/token)
 
 
 @dataclass
@@ -49,9 +52,28 @@ class ModelConf:
 
 @dataclass
 class BudgetConf:
-    mode: BudgetMode = BudgetMode.wall
+    mode: BudgetMode = BudgetMode.normalized
     seconds: float = 300.0  # training seconds (wall mode)
+    reference_seconds: float = 300.0  # normalized/tokens/flops: seconds of the reference device
+    # default (the preset's row of conf/reference_devices.yaml) | a row name | self |
+    # a calibration's id (fingerprint hash) | the path of a calibration JSON
+    reference: str = "default"
+    min_seconds: float = 10.0  # sane bounds on the resulting wall budget ...
+    max_seconds: float = 7200.0
+    force: bool = False  # ... unless forced
     allowance_seconds: Optional[float] = None  # hard kill at seconds + this; None = auto
+
+
+@dataclass
+class CalibrateConf:
+    out: Optional[str] = None  # where to save the calibration JSON; None = the cache
+    max_age_hours: float = 168.0  # an older calibration is redone
+    max_cv: float = 0.1  # a calibration whose throughput spread (CV) is above this is redone (shared VMs vary ~5%)
+    repeats: int = 5  # throughput windows (median and CV over these)
+    window_seconds: Optional[float] = None  # length of one window; None = auto (CPU 2, GPU 2)
+    warmup_steps: int = 3  # steps before timing (compile, allocator, caches)
+    noise_runs: int = 0  # baseline experiments for the val_bpb noise floor (0 = skip)
+    force: bool = False  # measure even when a valid cached calibration exists
 
 
 @dataclass
@@ -67,6 +89,7 @@ class Config:
     model: ModelConf = field(default_factory=ModelConf)
     budget: BudgetConf = field(default_factory=BudgetConf)
     eval: EvalConf = field(default_factory=EvalConf)
+    calibrate: CalibrateConf = field(default_factory=CalibrateConf)
     train_file: Optional[str] = None  # train.py to run; None = the project's trainer/train.py
     quiet: bool = False  # do not stream train.py's output
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import backends
+from harness import budget as budget_mod
 from harness import proc, summary
 from harness.guard import ROOT, Guard
 
@@ -69,7 +70,17 @@ def _write_workdir(d: Path, train_src: str, settings: dict) -> None:
     (d / "run_config.json").write_text(json.dumps(settings, indent=2))
 
 
-def run(cfg: dict, run_dir: Path) -> dict:
+def resolve_budget(cfg: dict, own_calibration: dict | None = None) -> budget_mod.Budget:
+    """The run's budget; calibrates this device first when the mode needs it and no valid
+    calibration is cached (and says so)."""
+    if own_calibration is None and budget_mod.needs_calibration(cfg):
+        from harness import calibration
+
+        own_calibration = calibration.calibrate(cfg, log=lambda m: print(m, flush=True))
+    return budget_mod.resolve(cfg, own_calibration)
+
+
+def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None) -> dict:
     """Run one experiment; return its summary (also written to run_dir/summary.json)."""
     t_start = time.time()
     bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
@@ -77,9 +88,10 @@ def run(cfg: dict, run_dir: Path) -> dict:
     if not train_path.is_file():
         raise FileNotFoundError(f"train_file={train_path}: no such file")
     train_src = train_path.read_text()
-    _ensure_prepared(cfg["data"])
-    budget = cfg["budget"]
-    settings = {"data": cfg["data"], "model": cfg["model"], "budget": budget,
+    ensure_prepared(cfg["data"])
+    budget = resolve_budget(cfg, own_calibration)
+    print(f"budget: {budget.reason}", flush=True)
+    settings = {"data": cfg["data"], "model": cfg["model"], "budget": budget.settings(),
                 "backend": {"name": bk.NAME, "threads": cfg["backend"].get("threads")}}
     work, ev = run_dir / "train", run_dir / "eval"
     _write_workdir(work, train_src, settings)
@@ -87,11 +99,18 @@ def run(cfg: dict, run_dir: Path) -> dict:
     model_out = run_dir / "model.pt"
     env = child_env(bk.NAME, cfg["backend"].get("threads"), work / "run_config.json", model_out)
     echo = not cfg.get("quiet", False)
-    out = {"status": "ok", "reason": "", "budget_mode": budget["mode"], "budget_seconds": float(budget["seconds"]),
+    out = {"status": "ok", "reason": "", "budget_mode": budget.mode, "budget_seconds": budget.seconds,
            "backend": bk.NAME, "device": bk.device_name(), "run_dir": str(run_dir)}
-    limit = float(budget["seconds"]) + allowance(budget)
+    if budget.tokens:
+        out["budget_tokens"] = budget.tokens
+    if budget.flops:
+        out["budget_flops"] = budget.flops
+    out["budget_reason"] = budget.reason
+    # tokens/flops budgets are estimates in seconds: the hard limit leaves room for a slow run
+    slack = 1.5 if budget.mode in ("tokens", "flops") else 1.0
+    limit = budget.seconds * slack + allowance({**cfg["budget"], "seconds": budget.seconds})
     print(f"experiment: {train_path} on {bk.NAME} ({out['device']}), model={cfg['model']['name']}, "
-          f"data={cfg['data']['name']}, budget {budget['seconds']:g} s ({budget['mode']}), hard limit {limit:.0f} s",
+          f"data={cfg['data']['name']}, budget {budget.seconds:.1f} s ({budget.mode}), hard limit {limit:.0f} s",
           flush=True)
     try:
         res = proc.run([sys.executable, "train.py"], cwd=work, env=env, limit=limit,
@@ -159,7 +178,7 @@ def _eval_status(res: proc.ChildResult, ev: Path) -> dict:
     return out
 
 
-def _ensure_prepared(data: dict) -> None:
+def ensure_prepared(data: dict) -> None:
     """Prepare the data and tokenizer on first use (cached afterwards)."""
     from trainer import prepare as P
     from trainer import tokenizer as bpe

@@ -21,8 +21,9 @@ class ChildResult:
 
 
 def run(cmd: list[str], *, cwd: Path, env: dict, limit: float, log: Path, echo: bool,
-        prefix: str = "", tail_lines: int = 400) -> ChildResult:
-    """Run cmd, copying its output to `log` (and stdout when echo); kill at `limit` s."""
+        prefix: str = "", tail_lines: int = 400, on_start=None) -> ChildResult:
+    """Run cmd, copying its output to `log` (and stdout when echo); kill at `limit` s.
+    `on_start(pid)` is called once the child exists (e.g. to watch its CPU use)."""
     t0 = time.time()
     tail: deque[str] = deque(maxlen=tail_lines)
     with open(log, "w", buffering=1) as logf:
@@ -38,6 +39,8 @@ def run(cmd: list[str], *, cwd: Path, env: dict, limit: float, log: Path, echo: 
                     sys.stdout.write(prefix + line)
                     sys.stdout.flush()
 
+        if on_start is not None:
+            on_start(proc.pid)
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
         timed_out = False

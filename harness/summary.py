@@ -13,7 +13,7 @@ KEYS = (
     "total_tokens_M", "num_steps", "num_params_M", "backend", "device",
 )
 HARNESS_KEYS = ("status", "budget_mode", "budget_seconds", "eval_seconds", "run_dir")
-QUIET_KEYS = ("reason", "log_tail", "train_process_seconds", "eval_process_seconds")  # JSON only
+QUIET_KEYS = ("reason", "log_tail", "train_process_seconds", "eval_process_seconds", "budget_reason")  # JSON only
 
 
 def parse(text: str) -> dict:

@@ -24,7 +24,7 @@ def test_every_group_option_composes(verb, backend, data, model):
     assert cfg["data"]["name"] == data
     assert cfg["model"]["name"] == model
     assert cfg["model"]["total_batch_size"] % (cfg["model"]["device_batch_size"] * cfg["data"]["max_seq_len"]) == 0
-    assert cfg["budget"]["mode"] == "wall"
+    assert cfg["budget"]["mode"] == "normalized"
 
 
 def test_model_presets_size_the_data_and_budget():
@@ -48,6 +48,7 @@ def test_cache_dir_follows_env(monkeypatch, tmp_path):
     ("backend=tpu", ConfigCompositionException),
     ("budget.seconds=abc", ConfigCompositionException),
     ("budget.mode=sometimes", ConfigCompositionException),
+    ("budget.reference_seconds=soon", ConfigCompositionException),
     ("model.depth=1.5", ConfigCompositionException),
 ])
 def test_bad_overrides_fail_at_composition(override, error):

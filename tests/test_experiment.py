@@ -10,7 +10,7 @@ from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
-FAST = ["backend=cpu", "model=tiny", "budget.seconds=5", "data.eval_tokens=8192", "quiet=true"]
+FAST = ["backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=5", "data.eval_tokens=8192", "quiet=true"]
 
 
 def experiment(tmp_path, train_file: Path | None, *extra, timeout=240):

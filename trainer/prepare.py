@@ -32,7 +32,8 @@ ENV_RUN_CONFIG = "AUTORESEARCH_RUN_CONFIG"  # JSON written by the harness for th
 ENV_HANDOVER = "AUTORESEARCH_MODEL_OUT"  # where evaluate_bpb hands the model over
 
 __all__ = [
-    "MAX_SEQ_LEN", "VOCAB_SIZE", "EVAL_TOKENS", "TIME_BUDGET", "MODEL", "Tokenizer",
+    "MAX_SEQ_LEN", "VOCAB_SIZE", "EVAL_TOKENS", "TIME_BUDGET", "TOKEN_BUDGET", "FLOP_BUDGET",
+    "MODEL", "budget_progress", "Tokenizer",
     "get_token_bytes", "make_dataloader", "evaluate_bpb", "score_bpb",
 ]
 
@@ -52,7 +53,20 @@ MODEL: dict = SETTINGS["model"]
 MAX_SEQ_LEN: int = DATA["max_seq_len"]  # tokens per row
 VOCAB_SIZE: int = DATA["vocab_size"]  # BPE vocabulary incl. special tokens
 EVAL_TOKENS: int = DATA["eval_tokens"]  # validation tokens scored (upper bound)
-TIME_BUDGET: float = float(SETTINGS["budget"]["seconds"])  # training seconds for this run
+BUDGET: dict = SETTINGS["budget"]  # the budget the harness resolved for this run
+TIME_BUDGET: float = float(BUDGET["seconds"])  # training seconds on this device (tokens/flops: an estimate)
+TOKEN_BUDGET: int | None = BUDGET.get("tokens")  # budget.mode=tokens: training tokens, else None
+FLOP_BUDGET: float | None = BUDGET.get("flops")  # budget.mode=flops: training FLOPs, else None
+
+
+def budget_progress(training_seconds: float, tokens: int, flops: float = 0.0) -> float:
+    """Fraction of this run's budget used, in the budget's own measure: training seconds
+    (wall, normalized), tokens (tokens) or FLOPs (flops). Training ends at >= 1."""
+    if TOKEN_BUDGET:
+        return tokens / TOKEN_BUDGET
+    if FLOP_BUDGET:
+        return flops / FLOP_BUDGET
+    return training_seconds / TIME_BUDGET
 
 
 # --------------------------------------------------------------------------- paths

@@ -31,7 +31,7 @@ import prepare
 # -------------------- Hyperparameters (the agent's knobs) --------------------
 MAX_SEQ_LEN = prepare.MAX_SEQ_LEN  # tokens per row; fixed by prepare.py (immutable)
 VOCAB_SIZE = prepare.VOCAB_SIZE  # default vocab for GPTConfig; main() uses the tokenizer's
-TIME_BUDGET = prepare.TIME_BUDGET  # seconds of training the harness grants this run
+TIME_BUDGET = prepare.TIME_BUDGET  # seconds of training the harness grants this run (progress: prepare.budget_progress)
 DEPTH = prepare.MODEL["depth"]  # transformer blocks; preset from the harness's model= config
 WIDTH = prepare.MODEL["width"]  # residual stream channels; preset from model=
 HEAD_DIM = prepare.MODEL["head_dim"]  # channels per attention head; heads = WIDTH // HEAD_DIM
@@ -318,7 +318,7 @@ def build_optimizers(model: GPT, ns_dtype=torch.float32) -> list:
 
 
 def lr_multiplier(progress: float, warmup=WARMUP_RATIO, warmdown=WARMDOWN_RATIO, final=FINAL_LR_FRAC):
-    """LR multiplier at `progress` = training_seconds / TIME_BUDGET in [0, 1]: linear warm-up,
+    """LR multiplier at `progress` = the fraction of the budget used, in [0, 1]: linear warm-up,
     flat, then linear warm-down to `final`."""
     progress = min(max(progress, 0.0), 1.0)
     if warmup > 0 and progress < warmup:
@@ -382,7 +382,8 @@ def main():
             loss = loss / grad_accum
             (scaler.scale(loss) if scaler is not None else loss).backward()
             x, y, epoch = next(loader)  # fetch while the device works
-        lrm = lr_multiplier(training_seconds / TIME_BUDGET)
+        progress = prepare.budget_progress(training_seconds, step * TOTAL_BATCH_SIZE, step * TOTAL_BATCH_SIZE * fpt)
+        lrm = lr_multiplier(progress)
         for opt in optimizers:
             for grp in opt.param_groups:
                 grp["lr"] = grp["initial_lr"] * lrm
@@ -408,9 +409,10 @@ def main():
         if step % PRINT_EVERY == 0:
             debiased = smooth_loss / (1 - 0.9 ** (step + 1))
             print(f"step {step:05d} | loss {debiased:.4f} | lrm {lrm:.3f} | tok/s {TOTAL_BATCH_SIZE / dt:,.0f} "
-                  f"| epoch {epoch} | {training_seconds:.1f}/{TIME_BUDGET:.1f}s", flush=True)
+                  f"| epoch {epoch} | {100 * progress:.0f}% of budget | {training_seconds:.1f}s", flush=True)
         step += 1
-        if training_seconds >= TIME_BUDGET:
+        # the budget's own measure: seconds (wall, normalized), tokens or FLOPs (tokens, flops)
+        if prepare.budget_progress(training_seconds, step * TOTAL_BATCH_SIZE, step * TOTAL_BATCH_SIZE * fpt) >= 1:
             break
 
     model.eval()

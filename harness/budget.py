@@ -1,0 +1,136 @@
+"""Budget modes (DESIGN §4): what an experiment's budget means on this device.
+
+- wall: budget.seconds of training, as upstream.
+- normalized (default): budget.reference_seconds on a reference device; here
+  wall = reference_seconds x reference tokens/s / this device's calibrated tokens/s.
+- tokens: the same number of training tokens everywhere (reference_seconds x reference
+  tokens/s): identical step counts on every device.
+- flops: the same training FLOPs everywhere: those tokens x the frozen baseline's
+  FLOPs/token; a bigger model gets fewer steps.
+The reference (budget.reference) is `default` (the preset's row in
+conf/reference_devices.yaml), a row name there, `self`, a calibration's id, or the path of
+a calibration JSON.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from harness.config import CONF_DIR
+
+TABLE = CONF_DIR / "reference_devices.yaml"
+
+
+class BudgetError(ValueError):
+    pass
+
+
+@dataclass
+class Budget:
+    mode: str
+    seconds: float  # wall seconds of training on this device (tokens/flops: an estimate)
+    tokens: int | None = None
+    flops: float | None = None
+    reference: str = ""  # what the reference was, for the record
+    reason: str = ""  # one line: which budget and why
+
+    def settings(self) -> dict:
+        """What train.py sees through prepare (TIME_BUDGET, TOKEN_BUDGET, FLOP_BUDGET)."""
+        return asdict(self)
+
+
+def load_table(path: Path = TABLE) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def reference_throughput(cfg: dict, own: dict | None) -> tuple[float, str]:
+    """(tokens/s of the reference device for cfg's preset, a description of it)."""
+    ref, preset = cfg["budget"]["reference"], cfg["model"]["name"]
+    if ref == "self":
+        _need(own, "budget.reference=self")
+        return own["tokens_per_s"], f"this device ({own['device']}, calibrated)"
+    table = load_table()
+    if ref == "default":
+        ref = table["default"].get(preset)
+        if ref is None:
+            raise BudgetError(f"conf/reference_devices.yaml has no default reference for model={preset}")
+    if ref in table["devices"]:
+        row = table["devices"][ref].get(preset)
+        if row is None:
+            raise BudgetError(f"reference device {ref!r} has no throughput for model={preset} "
+                              f"in conf/reference_devices.yaml")
+        how = f"measured {row['date']}" if row["status"] == "measured" else "estimated"
+        return float(row["tokens_per_s"]), f"{ref} ({table['devices'][ref]['device']}; {how})"
+    cal = _find_calibration(ref, cfg)
+    if cal["preset"] != preset:
+        raise BudgetError(f"budget.reference={ref} is a calibration of model={cal['preset']}, not model={preset}")
+    return float(cal["tokens_per_s"]), f"{cal['device']} (calibration {cal['id']}, {cal['created_iso']})"
+
+
+def _find_calibration(ref: str, cfg: dict) -> dict:
+    from harness import calibration
+
+    path = Path(ref).expanduser()
+    if path.suffix == ".json" or path.exists():
+        cal = calibration.load(path)
+        if cal is None:
+            raise BudgetError(f"budget.reference={ref}: no readable calibration JSON there")
+        return cal
+    if re.fullmatch(r"[0-9a-f]{6,12}", ref):
+        hits = sorted(calibration.directory(cfg).glob(f"*-{ref}*.json"))
+        if hits:
+            return calibration.load(hits[-1])
+    names = ", ".join(load_table()["devices"])
+    raise BudgetError(f"budget.reference={ref!r} is neither 'default', 'self', a row of conf/reference_devices.yaml "
+                      f"({names}), a calibration id under {calibration.directory(cfg)}, nor a calibration JSON path")
+
+
+def _need(own: dict | None, what: str) -> None:
+    if own is None:
+        raise BudgetError(f"{what} needs this device's calibration")
+
+
+def needs_calibration(cfg: dict) -> bool:
+    return cfg["budget"]["mode"] != "wall"
+
+
+def resolve(cfg: dict, own: dict | None) -> Budget:
+    """The budget for this run; `own` is this device's calibration (not needed for wall)."""
+    b = cfg["budget"]
+    mode = b["mode"]
+    if mode == "wall":
+        budget = Budget("wall", float(b["seconds"]), reason=f"wall: {b['seconds']:g} s of training (budget.seconds)")
+        return _bounded(budget, b)
+    _need(own, f"budget.mode={mode}")
+    ref_tps, ref_desc = reference_throughput(cfg, own)
+    ref_s, own_tps = float(b["reference_seconds"]), float(own["tokens_per_s"])
+    work = ref_s * ref_tps  # tokens the reference device trains in reference_seconds
+    seconds = work / own_tps
+    if mode == "normalized":
+        why = (f"normalized: {ref_s:g} s on {ref_desc} at {ref_tps:,.0f} tokens/s = {seconds:.1f} s here at "
+               f"{own_tps:,.0f} tokens/s (calibration {own['id']})")
+        return _bounded(Budget("normalized", seconds, reference=ref_desc, reason=why), b)
+    tokens = int(round(work))
+    if mode == "tokens":
+        why = f"tokens: {tokens:,} training tokens ({ref_s:g} s on {ref_desc}); ~{seconds:.1f} s here"
+        return _bounded(Budget("tokens", seconds, tokens=tokens, reference=ref_desc, reason=why), b)
+    if mode == "flops":
+        flops = work * float(own["flops_per_token"])  # the frozen baseline's FLOPs/token
+        why = f"flops: {flops:.3e} training FLOPs ({ref_s:g} s on {ref_desc}); ~{seconds:.1f} s here for the baseline"
+        return _bounded(Budget("flops", seconds, flops=flops, reference=ref_desc, reason=why), b)
+    raise BudgetError(f"unknown budget.mode={mode!r}")
+
+
+def _bounded(budget: Budget, b: dict) -> Budget:
+    lo, hi = float(b["min_seconds"]), float(b["max_seconds"])
+    if b["force"] or lo <= budget.seconds <= hi:
+        return budget
+    side = "short" if budget.seconds < lo else "long"
+    advice = ("a larger model preset (or a longer budget.reference_seconds)" if side == "short"
+              else "a smaller model preset (model=tiny on a CPU), another budget.reference, or budget.mode=wall")
+    raise BudgetError(f"the budget is {budget.seconds:,.1f} s of training here, too {side} "
+                      f"(bounds {lo:g}-{hi:g} s, budget.min_seconds/max_seconds). {budget.reason}. "
+                      f"Pick {advice}, or set budget.force=true.")

@@ -1,0 +1,242 @@
+"""`autoresearch calibrate`: measure this device, cache the result by fingerprint.
+
+    autoresearch calibrate backend=cpu model=tiny            (~20 s on 2 cores; then cached)
+    autoresearch calibrate backend=cuda model=reference calibrate.noise_runs=3
+    autoresearch calibrate calibrate.force=true calibrate.out=lab_a100.json
+
+A calibration is cached under data.cache_dir/calibration/<backend>-<preset>-<id>.json,
+where <id> hashes the device fingerprint (name, count, driver, torch/triton versions,
+dtype, CPU threads), the model preset, the data constants and the frozen workload's
+version. It is redone when older than calibrate.max_age_hours or when its throughput
+spread (CV) is above calibrate.max_cv.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import backends
+from harness import proc
+from harness.guard import ROOT
+from harness.workload import BASELINE, workload_version
+
+
+class CalibrationError(RuntimeError):
+    pass
+
+
+def directory(cfg: dict) -> Path:
+    return Path(os.path.expanduser(cfg["data"]["cache_dir"])) / "calibration"
+
+
+def identity(cfg: dict, bk) -> dict:
+    data = {k: cfg["data"][k] for k in ("name", "vocab_size", "max_seq_len")}
+    return {"fingerprint": bk.fingerprint(), "model": cfg["model"], "data": data, "workload": workload_version()}
+
+
+def calibration_id(ident: dict) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def default_path(cfg: dict, bk, cid: str) -> Path:
+    return directory(cfg) / f"{bk.NAME}-{cfg['model']['name']}-{cid}.json"
+
+
+def validity(cal: dict | None, ccfg: dict) -> str:
+    """'' when usable, else why it must be redone."""
+    if cal is None:
+        return "no calibration for this device and preset yet"
+    age_h = (time.time() - cal["created"]) / 3600
+    if age_h > ccfg["max_age_hours"]:
+        return f"the cached calibration is {age_h:.0f} h old (calibrate.max_age_hours={ccfg['max_age_hours']:g})"
+    if cal["cv"] > ccfg["max_cv"]:
+        return f"the cached calibration is noisy (CV {100 * cal['cv']:.1f}% > calibrate.max_cv={ccfg['max_cv']:g})"
+    return ""
+
+
+def load(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def calibrate(cfg: dict, log=print, force: bool | None = None) -> dict:
+    """This device's calibration for cfg's preset: cached when valid, else measured."""
+    bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
+    ccfg = cfg["calibrate"]
+    ident = identity(cfg, bk)
+    cid = calibration_id(ident)
+    path = default_path(cfg, bk, cid)
+    cached = load(path)
+    why = validity(cached, ccfg)
+    if not why and not (ccfg["force"] if force is None else force):
+        log(f"calibrate: cached ({_age(cached)} old, CV {100 * cached['cv']:.1f}%): {path}")
+        return _also_save(cached, ccfg)
+    log(f"calibrate: {why if why else 'forced'}; measuring {bk.NAME} ({bk.device_name()}), "
+        f"model={cfg['model']['name']} ...")
+    cal = {"id": cid, "created": time.time(), "created_iso": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "backend": bk.NAME, "device": bk.device_name(), "preset": cfg["model"]["name"], **ident}
+    cal.update(_measure(cfg, bk, log))
+    if ccfg["noise_runs"] > 0:
+        cal["noise"] = noise_floor(cfg, cal, ccfg["noise_runs"], log)
+    cal["path"] = str(path)
+    _save(path, cal)
+    return _also_save(cal, ccfg)
+
+
+def _measure(cfg: dict, bk, log) -> dict:
+    from harness.experiment import child_env, ensure_prepared
+
+    ensure_prepared(cfg["data"])
+    with tempfile.TemporaryDirectory(prefix="autoresearch-calibrate-") as tmp:
+        tmp = Path(tmp)
+        settings = {"data": cfg["data"], "model": cfg["model"], "budget": {"mode": "wall", "seconds": 1.0}}
+        (tmp / "run_config.json").write_text(json.dumps(settings))
+        env = child_env(bk.NAME, cfg["backend"].get("threads"), tmp / "run_config.json", tmp / "unused.pt")
+        env["AUTORESEARCH_CALIBRATE"] = json.dumps(cfg["calibrate"])
+        monitor = LoadMonitor(bk.NAME)
+        res = proc.run([sys.executable, "-m", "harness.workload", str(tmp / "out.json")], cwd=tmp, env=env,
+                       limit=600, log=tmp / "workload.log", echo=True, prefix="  ", on_start=monitor.start)
+        load_note = monitor.stop()
+        if res.returncode != 0 or not (tmp / "out.json").exists():
+            raise CalibrationError(f"calibration workload failed ({'timed out' if res.timed_out else res.returncode}):\n"
+                                   + "\n".join(res.output.splitlines()[-25:]))
+        result = json.loads((tmp / "out.json").read_text())
+    if load_note:
+        log(f"calibrate: WARNING: {load_note}")
+    result["load_warning"] = load_note
+    return result
+
+
+class LoadMonitor:
+    """Detects other heavy work on the device during calibration, where the OS lets us.
+
+    CPU: system-wide busy CPU time minus the workload's own (steal time included: a
+    noisy neighbour on a VM counts). NVIDIA: other processes holding the GPU (NVML).
+    """
+
+    def __init__(self, backend: str, threshold_cores: float = 0.3):
+        self.backend, self.threshold = backend, threshold_cores
+        self.pid, self.own, self._stop = None, 0.0, threading.Event()
+
+    @staticmethod
+    def _busy() -> float:
+        import psutil
+
+        t = psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+    def start(self, pid: int) -> None:
+        self.pid, self.t0, self.busy0 = pid, time.time(), self._busy()
+        self.others_gpu = self._gpu_others(pid) if self.backend in ("cuda", "rocm") else []
+        threading.Thread(target=self._poll, daemon=True).start()
+
+    def _poll(self) -> None:
+        import psutil
+
+        try:
+            p = psutil.Process(self.pid)
+            while not self._stop.wait(0.25):
+                t = p.cpu_times()  # the child's own CPU seconds (it is gone once it exits)
+                self.own = t.user + t.system + sum(c.user + c.system for c in p.children(recursive=True)
+                                                   for c in [c.cpu_times()])
+        except Exception:  # the process ended: keep the last reading
+            return
+
+    def stop(self) -> str:
+        self._stop.set()
+        if self.pid is None:
+            return ""
+        elapsed = max(time.time() - self.t0, 1e-6)
+        other = (self._busy() - self.busy0 - self.own) / elapsed
+        notes = []
+        if self.backend == "cpu" and other > self.threshold:
+            notes.append(f"other processes used ~{other:.1f} CPU cores during calibration: "
+                         "throughput may be low; re-run on a quiet machine (calibrate.force=true)")
+        if getattr(self, "others_gpu", None):
+            notes.append(f"other processes were using the GPU: {self.others_gpu}")
+        return "; ".join(notes)
+
+    @staticmethod
+    def _gpu_others(own_pid: int) -> list:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(int(os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]))
+            return [p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle) if p.pid != own_pid]
+        except Exception:  # no NVML (ROCm, no driver): nothing to say
+            return []
+
+
+def noise_floor(cfg: dict, cal: dict, runs: int, log) -> dict:
+    """Spread of the frozen baseline's val_bpb over `runs` experiments, normalized budget."""
+    from harness import experiment
+
+    c = copy.deepcopy(cfg)
+    c.update(train_file=str(BASELINE), quiet=True)
+    c["budget"]["mode"] = "normalized"
+    root = directory(cfg) / "noise" / cal["id"]
+    values = []
+    for i in range(runs):
+        log(f"calibrate: noise run {i + 1}/{runs} ...")
+        out = experiment.run(c, root / f"run{i}", own_calibration=cal)
+        if out["status"] != "ok":
+            raise CalibrationError(f"noise run {i + 1} failed ({out['status']}): {out.get('reason', '')}")
+        values.append(out["val_bpb"])
+        log(f"calibrate: noise run {i + 1}/{runs}: val_bpb {out['val_bpb']:.6f}")
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"runs": runs, "val_bpb": values, "mean": statistics.mean(values), "std": std}
+
+
+def _save(path: Path, cal: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(cal, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _also_save(cal: dict, ccfg: dict) -> dict:
+    if ccfg.get("out"):
+        _save(Path(ccfg["out"]).expanduser(), cal)
+    return cal
+
+
+def _age(cal: dict) -> str:
+    s = time.time() - cal["created"]
+    return f"{s / 3600:.1f} h" if s > 3600 else f"{s / 60:.0f} min" if s > 60 else f"{s:.0f} s"
+
+
+def table(cal: dict) -> str:
+    """The human-readable device benchmark table."""
+    fp = cal["fingerprint"]
+    dt = fp.get("compute_dtype", fp.get("dtype", "?"))
+    threads = f", {fp['threads']} threads" if "threads" in fp else ""
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    rows = [
+        ("device", f"{cal['backend']} | {cal['device']}{threads} | {dt} | model={cal['preset']}"),
+        (f"matmul ({dt})", f"{cal['matmul_flops_per_s'] / 1e9:,.1f} GFLOP/s (best of {len(cal['matmul_by_shape'])} shapes)"),
+        ("copy bandwidth", f"{cal['bandwidth_bytes_per_s'] / 1e9:,.1f} GB/s"),
+        ("workload throughput", f"{cal['tokens_per_s']:,.0f} tokens/s (median of {len(cal['tokens_per_s_windows'])}, "
+                                f"CV {100 * cal['cv']:.1f}%)"),
+        ("MFU (datasheet peak)", pct(cal["mfu_datasheet"])),
+        ("MFU (measured matmul)", pct(cal["mfu_measured_peak"])),
+        ("peak memory", f"{cal['peak_memory_mb']:,.0f} MB"),
+    ]
+    if cal.get("noise"):
+        n = cal["noise"]
+        rows.append(("noise floor", f"val_bpb {n['mean']:.4f} ± {n['std']:.4f} (std of {n['runs']} runs)"))
+    if cal.get("load_warning"):
+        rows.append(("warning", cal["load_warning"]))
+    rows += [("calibration id", cal["id"]), ("created", cal["created_iso"]), ("saved", cal["path"])]
+    return "\n".join(f"  {k:<22}{v}" for k, v in rows)

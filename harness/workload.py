@@ -1,0 +1,154 @@
+"""Calibration's measurements, in a child process of `autoresearch calibrate`:
+
+    python -m harness.workload OUT.json     (run config in $AUTORESEARCH_RUN_CONFIG)
+
+- matmul FLOP/s in the compute dtype (a few shapes, best of several: the practical peak);
+- memory bandwidth (device-to-device copy: bytes read + written per second);
+- throughput of the frozen reference workload (harness/baseline_train.py: the baseline
+  model and optimizer of the preset, real data), full training steps after warm-up,
+  in `repeats` windows of about `window_seconds` each: median tokens/s and its CV.
+Progress lines go to stdout; the result is written atomically to OUT.json.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import backends
+import trainer.prepare as prepare
+from harness.evaluate import load_definitions
+
+BASELINE = Path(__file__).resolve().parent / "baseline_train.py"
+
+
+def workload_version() -> str:
+    """Hash of the frozen workload: a new baseline invalidates old calibrations."""
+    return "v1-" + hashlib.sha256(BASELINE.read_bytes()).hexdigest()[:10]
+
+
+def _best_seconds(fn, reps: int, sync) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_flops(bk, gpu: bool) -> dict:
+    dtype, dev = bk.compute_dtype(), bk.device()
+    shapes = [(4096, 4096, 4096), (8192, 8192, 8192), (8192, 2048, 8192)] if gpu else \
+        [(512, 512, 512), (1024, 1024, 1024), (2048, 512, 2048)]
+    out = {}
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, device=dev, dtype=dtype), torch.randn(k, n, device=dev, dtype=dtype)
+        a @ b  # warm-up (kernel selection, page faults)
+        secs = _best_seconds(lambda: a @ b, 10 if gpu else 3, bk.synchronize)
+        out[f"{m}x{k}x{n}"] = 2 * m * k * n / secs
+    return {"flops_per_s": max(out.values()), "by_shape": out}
+
+
+def bandwidth(bk, gpu: bool) -> float:
+    n_bytes = (1 << 30) if gpu else (128 << 20)
+    src = torch.empty(n_bytes // 4, dtype=torch.float32, device=bk.device()).uniform_()
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    secs = _best_seconds(lambda: dst.copy_(src), 5, bk.synchronize)
+    return 2 * n_bytes / secs  # each byte read once and written once
+
+
+def throughput(bk, repeats: int, window_seconds: float, warmup_steps: int, log) -> dict:
+    sys.modules.setdefault("prepare", prepare)  # the frozen file imports `prepare`
+    base = load_definitions(BASELINE, name="autoresearch_baseline")
+    torch.manual_seed(base.SEED)
+    tokenizer = prepare.Tokenizer.from_directory()
+    with torch.device(bk.device()):
+        model = base.GPT(base.GPTConfig(vocab_size=tokenizer.get_vocab_size()))
+    fpt = base.flops_per_token(model)
+    ns_dtype = torch.bfloat16 if bk.compute_dtype() == torch.bfloat16 else torch.float32
+    optimizers = base.build_optimizers(model, ns_dtype=ns_dtype)
+    scaler = bk.grad_scaler()
+    step_model = model
+    if base.USE_COMPILE and bk.compile_available() and bk.NAME != "cpu":
+        step_model = torch.compile(model, dynamic=False)
+    B, T = base.DEVICE_BATCH_SIZE, base.MAX_SEQ_LEN
+    accum = base.TOTAL_BATCH_SIZE // (B * T)
+    loader = prepare.make_dataloader(tokenizer, B, T, "train")
+
+    def step():
+        for _ in range(accum):
+            x, y, _ = next(loader)
+            with bk.autocast():
+                loss = step_model(x, y) / accum
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        for opt in optimizers:
+            (scaler.step(opt) if scaler is not None else opt.step())
+        if scaler is not None:
+            scaler.update()
+        model.zero_grad(set_to_none=True)
+        loss.item()  # as a training step would: waits for the device
+
+    for _ in range(warmup_steps):
+        step()
+    rates = []
+    for w in range(repeats):
+        bk.synchronize()
+        t0, steps = time.perf_counter(), 0
+        while True:
+            step()
+            steps += 1
+            bk.synchronize()
+            if time.perf_counter() - t0 >= window_seconds:
+                break
+        rates.append(steps * base.TOTAL_BATCH_SIZE / (time.perf_counter() - t0))
+        log(f"calibrate: throughput window {w + 1}/{repeats}: {rates[-1]:,.0f} tokens/s")
+    med = statistics.median(rates)
+    cv = statistics.pstdev(rates) / statistics.mean(rates) if len(rates) > 1 else 0.0
+    return {"tokens_per_s": med, "tokens_per_s_windows": rates, "cv": cv, "flops_per_token": fpt,
+            "num_params": model.num_params()["total"], "step_tokens": base.TOTAL_BATCH_SIZE}
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0])
+    cal = json.loads(os.environ["AUTORESEARCH_CALIBRATE"])
+    bk = backends.current()
+    gpu = bk.NAME != "cpu"
+
+    def log(msg):
+        print(msg, flush=True)
+
+    t0 = time.time()
+    mm = matmul_flops(bk, gpu)
+    log(f"calibrate: matmul {mm['flops_per_s'] / 1e9:,.1f} GFLOP/s ({bk.compute_dtype()})")
+    bw = bandwidth(bk, gpu)
+    log(f"calibrate: copy bandwidth {bw / 1e9:,.1f} GB/s")
+    window = cal["window_seconds"] or 2.0
+    tp = throughput(bk, cal["repeats"], window, cal["warmup_steps"], log)
+    peak = bk.peak_flops(bk.compute_dtype())
+    achieved = tp["tokens_per_s"] * tp["flops_per_token"]
+    result = {
+        "matmul_flops_per_s": mm["flops_per_s"], "matmul_by_shape": mm["by_shape"],
+        "bandwidth_bytes_per_s": bw, **tp,
+        "datasheet_peak_flops": peak,
+        "mfu_datasheet": achieved / peak if peak else None,
+        "mfu_measured_peak": achieved / mm["flops_per_s"],
+        "peak_memory_mb": bk.max_memory_allocated() / 2**20,
+        "workload": workload_version(), "measure_seconds": time.time() - t0,
+    }
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
