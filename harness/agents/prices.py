@@ -19,6 +19,10 @@ def _p(inp: float, out: float, cache_write: float, cache_read: float) -> dict:
 
 
 DEFAULT_PRICES: dict[str, dict[str, float]] = {
+    "claude-opus-5": _p(5.0, 25.0, 6.25, 0.50),
+    "claude-sonnet-5": _p(2.0, 10.0, 2.50, 0.20),
+    "claude-opus-4-8": _p(5.0, 25.0, 6.25, 0.50),
+    "claude-opus-4-7": _p(5.0, 25.0, 6.25, 0.50),
     "claude-opus-4-6": _p(5.0, 25.0, 6.25, 0.50),
     "claude-opus-4-5": _p(5.0, 25.0, 6.25, 0.50),
     "claude-opus-4-1": _p(15.0, 75.0, 18.75, 1.50),

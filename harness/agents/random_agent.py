@@ -53,7 +53,8 @@ def _literal(node: ast.AST):
     if isinstance(node, ast.Constant) and type(node.value) in (bool, int, float, str):
         return node.value
     if (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
-            and isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)):
+            and isinstance(node.operand, ast.Constant)
+            and type(node.operand.value) in (int, float)):
         return -node.operand.value
     if isinstance(node, ast.Tuple) and node.elts:
         vals = tuple(_literal(e) for e in node.elts)
@@ -200,7 +201,9 @@ class RandomAgent(Agent):
         return named[0]
 
     def _eligible(self, knob: Knob) -> bool:
-        if knob.name in self.exclude or (self.include is not None and knob.name not in self.include):
+        if knob.name in self.exclude:
+            return False
+        if self.include is not None and knob.name not in self.include:
             return False
         return not isinstance(knob.value, str) or bool(self.choices.get(knob.name))
 
