@@ -1,0 +1,105 @@
+"""The agent interface: a context in, an edited workspace and a Proposal out.
+
+The loop (harness's campaign) owns everything around a proposal: committing, running the
+experiment, keep/discard, the ledger. An agent only edits files through the Workspace it is
+handed and says what it did. Stop conditions are exceptions that carry a message
+(`StopCampaign`, `CostCapReached`), so the loop can end cleanly and save its state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.workspace import Workspace
+
+
+@dataclass
+class Proposal:
+    """What the agent changed (the ledger's description) and what asking for it cost."""
+    description: str
+    tokens_in: int = 0  # uncached input tokens
+    tokens_out: int = 0
+    cache_read: int = 0  # input tokens served from the prompt cache
+    cache_write: int = 0  # input tokens written to the prompt cache
+    cost_usd: float = 0.0
+
+    def as_record(self) -> dict:
+        """Ledger fields, prefixed so they never collide with the experiment's own."""
+        return {"agent_tokens_in": self.tokens_in, "agent_tokens_out": self.tokens_out,
+                "agent_cache_read": self.cache_read, "agent_cache_write": self.cache_write,
+                "agent_cost_usd": round(self.cost_usd, 6)}
+
+
+@dataclass
+class Context:
+    """What an agent sees for one proposal; rebuilt by the loop before every proposal."""
+    workspace: Workspace
+    program: str  # program.md: the standing instructions
+    ledger_lines: list[str]  # Ledger.summary_lines(): the campaign so far, compact
+    last: dict | None  # the previous experiment's record (status, val_bpb, description,
+    #                    error_tail), None before the first proposal
+    seq: int | None = None  # the experiment number this proposal will get, when known
+
+
+class StopCampaign(Exception):
+    """End the campaign cleanly (the loop saves state and exits); `message` says why."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class CostCapReached(StopCampaign):
+    """The agent's spend reached `agent.max_cost_usd`; `partial` holds the unfinished
+    proposal's usage so the loop can still account for it."""
+
+    def __init__(self, message: str, spent_usd: float = 0.0, cap_usd: float = 0.0,
+                 partial: Proposal | None = None):
+        super().__init__(message)
+        self.spent_usd = spent_usd
+        self.cap_usd = cap_usd
+        self.partial = partial
+
+
+class Agent:
+    """Base class: `propose` edits ctx.workspace and returns a Proposal, or None when it has
+    nothing more to try (the campaign then ends)."""
+    name = "agent"
+    spent_usd: float = 0.0  # dollars spent so far this campaign (LLM agents)
+
+    def propose(self, ctx: Context) -> Proposal | None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def plain(cfg: Any) -> dict:
+    """A plain dict from a dict or an OmegaConf node, so agents never hold config objects."""
+    if cfg is None:
+        return {}
+    if isinstance(cfg, dict):
+        return dict(cfg)
+    from omegaconf import OmegaConf  # only when handed a Hydra config
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def make_agent(cfg: Any, seed: int = 0, **kwargs) -> Agent:
+    """The agent named by cfg["name"]: "random", "scripted" or "claude".
+
+    Extra keyword arguments go to the agent's constructor (the claude agent takes
+    `http_client` for tests and proxies).
+    """
+    cfg = plain(cfg)
+    name = cfg.get("name")
+    if name == "random":
+        from harness.agents.random_agent import RandomAgent
+        return RandomAgent(cfg, seed, **kwargs)
+    if name == "scripted":
+        from harness.agents.scripted import ScriptedAgent
+        return ScriptedAgent(cfg, seed, **kwargs)
+    if name == "claude":
+        from harness.agents.claude import ClaudeAgent
+        return ClaudeAgent(cfg, seed, **kwargs)
+    raise ValueError(f"unknown agent {name!r}: expected random, scripted or claude "
+                     f"(the external agent is driven through the CLI)")
