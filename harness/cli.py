@@ -62,11 +62,91 @@ def _experiment(cfg) -> None:
     raise SystemExit(experiment.report(out))
 
 
+def _open_campaign(cfg):
+    from harness.campaign import Campaign
+    from harness.display import Display
+
+    c = Campaign(to_dict(cfg))
+    c.open()
+    display = Display()
+    display.note(f"campaign: {c.dir} | branch {c.branch} | agent {c.agent_name} | scope {c.cfg['scope']} "
+                 f"| {len(c.ledger)} experiments so far")
+    return c, display
+
+
+def _finish(c, why: str, code: int = 0) -> None:
+    c.unlock()
+    print(f"campaign: stopped: {why}\n{c.report()}", flush=True)
+    if code:
+        raise SystemExit(code)
+
+
+@_user_errors
+def _run(cfg) -> None:
+    c, display = _open_campaign(cfg)
+    try:
+        why = c.run(display)
+    except KeyboardInterrupt:
+        return _finish(c, "interrupted (run the same command to resume)", 130)
+    except BaseException:
+        c.unlock()
+        raise
+    _finish(c, why)
+    if c.agent_name == "external":
+        print(EXTERNAL_PROTOCOL.format(tree=c.tree, tag=c.cfg["campaign"]["tag"], backend=c.bk.NAME,
+                                       scope=c.cfg["scope"]), flush=True)
+
+
+EXTERNAL_PROTOCOL = """
+external agent protocol (program.md):
+  1. edit files in {tree} (scope={scope}; changes elsewhere are reverted and refused)
+  2. autoresearch record description="what you changed" campaign.tag={tag} backend={backend}
+     (commits, runs one experiment under the calibrated budget, keeps or reverts, records it)
+  3. autoresearch ledger campaign.tag={tag} backend={backend}      (the results so far, the best)"""
+
+
+@_user_errors
+def _record(cfg) -> None:
+    from harness.campaign import ScopeViolation
+
+    c, display = _open_campaign(cfg)
+    try:
+        c.prepare_budget()
+        if c.ledger.next_seq() == 0 or c.state.get("pending"):
+            c.cycle(None, "", display)  # the baseline (or an interrupted experiment) first
+        c.cycle(None, "", display, description=c.cfg["description"] or "(no description)")
+    except ScopeViolation as e:
+        c.unlock()
+        raise RuntimeError(e.message) from None
+    except KeyboardInterrupt:
+        return _finish(c, "interrupted", 130)
+    except BaseException:
+        c.unlock()
+        raise
+    _finish(c, "recorded")
+
+
+@_user_errors
+def _ledger(cfg) -> None:
+    from harness.campaign import Campaign
+    from harness.ledger import Ledger
+
+    c = Campaign(to_dict(cfg))
+    if not (c.dir / "results.jsonl").exists():
+        raise FileNotFoundError(f"no campaign at {c.dir} (campaign.tag={c.cfg['campaign']['tag']}, backend={c.bk.NAME})")
+    c.ledger = Ledger(c.dir)
+    print(c.report(), flush=True)
+
+
 VERBS = {
     "prepare": (_prepare, "download/extract the corpus and train the tokenizer (cached)"),
     "calibrate": (_calibrate, "measure this device (matmul, bandwidth, reference-workload tokens/s); cached"),
     "experiment": (_experiment, "run train.py once under the budget; print and save the summary"),
+    "run": (_run, "run (or resume) a campaign: agent edits, experiment, keep or revert, repeat"),
+    "record": (_record, "external agent: commit the work tree's edits, run and record one experiment"),
+    "ledger": (_ledger, "show a campaign's ledger and its best kept experiment"),
 }
+CONFIG_OF = {"record": "run", "ledger": "run"}  # verbs that share another verb's config
 
 
 def usage() -> str:
@@ -88,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     register()
     sys.argv = [f"autoresearch {verb}"] + rest
-    app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=verb)(VERBS[verb][0])
+    app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_OF.get(verb, verb))(VERBS[verb][0])
     app()
 
 

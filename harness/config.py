@@ -5,7 +5,7 @@ an unknown key or a wrong type stops at composition with Hydra's own message.
 """
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -82,6 +82,55 @@ class EvalConf:
     causality_check: bool = True  # refuse models whose logits read future tokens
 
 
+class Scope(str, Enum):
+    train = "train"  # trainer/train.py
+    kernels = "kernels"  # kernels/*.py (Triton kernels; the references stay immutable)
+    all = "all"  # both
+
+
+@dataclass
+class AgentConf:
+    name: str = "random"  # random | scripted | claude | external (agent=auto picks claude with a key)
+    seed: int = 0  # random: reproducible campaigns
+    # random
+    mutations_per_step: int = 1
+    log_step: float = 0.5  # numeric knobs move by a factor exp(U[-log_step, log_step])
+    exclude: List[str] = field(default_factory=lambda: ["SEED", "PRINT_EVERY", "WARMUP_STEPS_UNTIMED", "USE_COMPILE"])
+    include: Optional[List[str]] = None
+    choices: Dict[str, Any] = field(default_factory=lambda: {"WINDOW_PATTERN": ["L", "SL", "SSL", "SSSL"]})
+    bounds: Dict[str, Any] = field(default_factory=dict)
+    # scripted
+    edits: List[Any] = field(default_factory=list)
+    script: Optional[str] = None  # a JSON/YAML file of edits
+    # claude
+    model: str = "claude-sonnet-5"
+    max_cost_usd: Optional[float] = 5.0  # hard cap across the campaign; ends it cleanly
+    max_turns: int = 30  # tool turns per proposal
+    max_tokens: int = 4096
+    max_retries: int = 6  # the SDK's retries with backoff (429, 529, 5xx)
+    timeout_s: float = 600.0
+    temperature: Optional[float] = None
+    base_url: Optional[str] = None
+    prices: Dict[str, Any] = field(default_factory=dict)  # USD per MTok; overrides harness/agents/prices.py
+
+
+@dataclass
+class CampaignConf:
+    tag: str = "${now:%Y%m%d}"  # the same tag resumes the campaign
+    root: str = "${oc.env:AUTORESEARCH_CAMPAIGNS,campaigns}"  # work trees + ledgers (relative: to the project)
+    max_experiments: int = 10  # experiments after the baseline
+    max_hours: Optional[float] = None  # wall-clock cap of this invocation
+
+
+@dataclass
+class KeepConf:
+    # lower val_bpb wins; a gain within the noise threshold is re-run confirm_runs times
+    # and kept only when the mean of its runs still wins
+    confirm_runs: int = 1
+    threshold: Optional[float] = None  # val_bpb; None = noise_sigmas x the calibration's noise std (0 if unmeasured)
+    noise_sigmas: float = 2.0
+
+
 @dataclass
 class Config:
     backend: BackendConf = field(default_factory=BackendConf)
@@ -90,6 +139,11 @@ class Config:
     budget: BudgetConf = field(default_factory=BudgetConf)
     eval: EvalConf = field(default_factory=EvalConf)
     calibrate: CalibrateConf = field(default_factory=CalibrateConf)
+    agent: AgentConf = field(default_factory=AgentConf)
+    campaign: CampaignConf = field(default_factory=CampaignConf)
+    keep: KeepConf = field(default_factory=KeepConf)
+    scope: Scope = Scope.train
+    description: str = ""  # autoresearch record: what the external agent changed
     train_file: Optional[str] = None  # train.py to run; None = the project's trainer/train.py
     quiet: bool = False  # do not stream train.py's output
 

@@ -48,13 +48,14 @@ def allowance(budget: dict) -> float:
     return max(60.0, 0.5 * float(budget["seconds"]))
 
 
-def child_env(backend: str, threads, run_config: Path, model_out: Path) -> dict:
+def child_env(backend: str, threads, run_config: Path, model_out: Path, first_paths: list[Path] = ()) -> dict:
     env = dict(os.environ)
     env.update({
         backends.ENV_BACKEND: backend,
         "AUTORESEARCH_RUN_CONFIG": str(run_config),
         "AUTORESEARCH_MODEL_OUT": str(model_out),
-        "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p]),
+        "PYTHONPATH": os.pathsep.join([str(p) for p in first_paths] + [str(ROOT)]
+                                      + [p for p in [env.get("PYTHONPATH")] if p]),
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",  # any new .pyc in the project is then a planted one
     })
@@ -80,7 +81,17 @@ def resolve_budget(cfg: dict, own_calibration: dict | None = None) -> budget_mod
     return budget_mod.resolve(cfg, own_calibration)
 
 
-def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None) -> dict:
+def _kernels_overlay(run_dir: Path, kernels_dir: Path) -> Path:
+    """A folder whose `kernels` is the campaign's edited copy, put first on the training
+    child's path (scope=kernels). The evaluator never sees it: it uses the references."""
+    overlay = run_dir / "overlay"
+    overlay.mkdir(parents=True, exist_ok=True)
+    (overlay / "kernels").symlink_to(kernels_dir.resolve(), target_is_directory=True)
+    return overlay
+
+
+def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None, kernels_dir: Path | None = None,
+        announce: bool = True) -> dict:
     """Run one experiment; return its summary (also written to run_dir/summary.json)."""
     t_start = time.time()
     bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
@@ -90,14 +101,16 @@ def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None) -> dict:
     train_src = train_path.read_text()
     ensure_prepared(cfg["data"])
     budget = resolve_budget(cfg, own_calibration)
-    print(f"budget: {budget.reason}", flush=True)
+    say = (lambda msg: print(msg, flush=True)) if announce else (lambda msg: None)
+    say(f"budget: {budget.reason}")
     settings = {"data": cfg["data"], "model": cfg["model"], "budget": budget.settings(),
                 "backend": {"name": bk.NAME, "threads": cfg["backend"].get("threads")}}
     work, ev = run_dir / "train", run_dir / "eval"
     _write_workdir(work, train_src, settings)
     guard = Guard(extra=[work / "prepare.py", work / "run_config.json"]).take()
     model_out = run_dir / "model.pt"
-    env = child_env(bk.NAME, cfg["backend"].get("threads"), work / "run_config.json", model_out)
+    overlay = [_kernels_overlay(run_dir, kernels_dir)] if kernels_dir is not None else []
+    env = child_env(bk.NAME, cfg["backend"].get("threads"), work / "run_config.json", model_out, overlay)
     echo = not cfg.get("quiet", False)
     out = {"status": "ok", "reason": "", "budget_mode": budget.mode, "budget_seconds": budget.seconds,
            "backend": bk.NAME, "device": bk.device_name(), "run_dir": str(run_dir)}
@@ -109,9 +122,8 @@ def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None) -> dict:
     # tokens/flops budgets are estimates in seconds: the hard limit leaves room for a slow run
     slack = 1.5 if budget.mode in ("tokens", "flops") else 1.0
     limit = budget.seconds * slack + allowance({**cfg["budget"], "seconds": budget.seconds})
-    print(f"experiment: {train_path} on {bk.NAME} ({out['device']}), model={cfg['model']['name']}, "
-          f"data={cfg['data']['name']}, budget {budget.seconds:.1f} s ({budget.mode}), hard limit {limit:.0f} s",
-          flush=True)
+    say(f"experiment: {train_path} on {bk.NAME} ({out['device']}), model={cfg['model']['name']}, "
+        f"data={cfg['data']['name']}, budget {budget.seconds:.1f} s ({budget.mode}), hard limit {limit:.0f} s")
     try:
         res = proc.run([sys.executable, "train.py"], cwd=work, env=env, limit=limit,
                        log=run_dir / "train.log", echo=echo, prefix="  | ")
@@ -121,11 +133,12 @@ def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None) -> dict:
         if out["status"] == "ok":
             # A fresh copy of train.py (the one in `work` may have been rewritten by the run).
             _write_workdir(ev, train_src, settings)
-            env_eval = dict(env, AUTORESEARCH_KERNELS="reference", AUTORESEARCH_RUN_CONFIG=str(ev / "run_config.json"))
+            env_eval = child_env(bk.NAME, cfg["backend"].get("threads"), ev / "run_config.json", model_out)
+            env_eval["AUTORESEARCH_KERNELS"] = "reference"
             env_eval["AUTORESEARCH_CAUSALITY"] = "1" if cfg["eval"]["causality_check"] else "0"
             (ev / "model.pt").unlink(missing_ok=True)
             os.replace(model_out, ev / "model.pt")
-            print("experiment: evaluating (separate process, reference kernels) ...", flush=True)
+            say("experiment: evaluating (separate process, reference kernels) ...")
             res_e = proc.run([sys.executable, "-m", "harness.evaluate", str(ev)], cwd=ev, env=env_eval,
                              limit=float(cfg["eval"]["timeout_seconds"]), log=run_dir / "eval.log", echo=False)
             out.update(_eval_status(res_e, ev))
@@ -136,9 +149,10 @@ def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None) -> dict:
     finally:
         changed = guard.violations()
         if changed:
-            guard.restore()
+            kept = guard.restore(backup=run_dir / "tampered")
             out.update(status="refused", val_bpb=None,
-                       reason="immutable files were modified (restored): " + "; ".join(changed[:5]))
+                       reason=f"immutable files were modified (restored; the modified copies are in {kept}): "
+                              + "; ".join(changed[:5]))
         model_out.unlink(missing_ok=True)
         out["total_seconds"] = time.time() - t_start
         out.setdefault("val_bpb", None)

@@ -84,14 +84,31 @@ class Guard:
                 out.append(f"added: {p}")
         return out
 
-    def restore(self) -> None:
-        """Put every snapshotted file back and remove added ones."""
+    def restore(self, backup: Path | None = None) -> Path | None:
+        """Put every snapshotted file back and remove added ones. With `backup`, the modified
+        and added files are first copied there (a person editing the project during a run
+        loses nothing); returns that folder."""
         for p in self._files():
             if p not in self.snapshot:
+                self._keep(p, backup)
                 p.unlink(missing_ok=True)
         for p, data in self.snapshot.items():
             if not p.exists() or p.read_bytes() != data:
+                self._keep(p, backup)
                 p.parent.mkdir(parents=True, exist_ok=True)
                 tmp = p.with_name(f".{p.name}.restore-{os.getpid()}")
                 tmp.write_bytes(data)
                 os.replace(tmp, p)
+        return backup
+
+    @staticmethod
+    def _keep(p: Path, backup: Path | None) -> None:
+        if backup is None or not p.exists():
+            return
+        try:
+            rel = p.relative_to(ROOT)
+        except ValueError:
+            rel = Path(*p.parts[1:])
+        dest = backup / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(p.read_bytes())

@@ -29,7 +29,8 @@ def run(cmd: list[str], *, cwd: Path, env: dict, limit: float, log: Path, echo: 
     with open(log, "w", buffering=1) as logf:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace",
-                                start_new_session=True)  # own group: kill takes grandchildren too
+                                start_new_session=True,  # own group: kill takes grandchildren too
+                                preexec_fn=_die_with_parent)
 
         def pump():
             for line in proc.stdout:
@@ -55,6 +56,17 @@ def run(cmd: list[str], *, cwd: Path, env: dict, limit: float, log: Path, echo: 
         reader.join(timeout=5)
     return ChildResult(None if timed_out else proc.returncode, timed_out, time.time() - t0,
                        "\n".join(tail))
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGKILL when the harness dies (even by SIGKILL), so a killed
+    campaign leaves no orphan training behind to skew the next run's timing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
 
 
 def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:

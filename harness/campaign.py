@@ -1,0 +1,291 @@
+"""`autoresearch run`: a research campaign — agent edits, experiment, keep or revert, repeat.
+
+    autoresearch run backend=cpu model=tiny agent=random campaign.max_experiments=4
+    autoresearch run campaign.tag=nov30          (the same tag resumes, after any crash)
+
+A campaign lives in campaign.root/<tag>/<backend>/: its git work tree (branch
+`autoresearch/<tag>/<backend>`, never the project's own checkout), its ledger
+(results.tsv, results.jsonl), the experiments' run directories and campaign.json (state).
+The first experiment is the unmodified baseline. A candidate is committed, and the commit
+is noted as `pending` before it runs: a campaign killed at any instant resumes with the
+work tree reset to the last kept commit and the interrupted candidate re-run.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import backends
+from harness import experiment, gitwork
+from harness.agents import Context, Proposal, StopCampaign, make_agent
+from harness.display import Display
+from harness.guard import ROOT
+from harness.ledger import Ledger, metric
+from harness.workspace import Workspace
+
+SCOPES = {"train": ["trainer/train.py"], "kernels": ["kernels/*.py"], "all": ["trainer/train.py", "kernels/*.py"]}
+# The references and the dispatch stay immutable in every scope: they define correct.
+IMMUTABLE = ["trainer/prepare.py", "kernels/reference.py", "kernels/registry.py", "kernels/__init__.py"]
+
+
+class ScopeViolation(StopCampaign):
+    pass
+
+
+def resolve_agent_name(cfg: dict) -> str:
+    name = cfg["agent"]["name"]
+    if name == "auto":
+        return "claude" if os.environ.get("ANTHROPIC_API_KEY") else "random"
+    return name
+
+
+class Campaign:
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
+        root = Path(os.path.expanduser(cfg["campaign"]["root"]))
+        self.dir = (root if root.is_absolute() else ROOT / root) / cfg["campaign"]["tag"] / self.bk.NAME
+        self.tree = self.dir / "worktree"
+        self.branch = gitwork.branch_name(cfg["campaign"]["tag"], self.bk.NAME)
+        self.state_path = self.dir / "campaign.json"
+        self.agent_name = resolve_agent_name(cfg)
+        self.calibration, self.budget_seconds = None, None
+
+    # ------------------------------------------------------------------ state
+    def open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        gitwork.open_worktree(gitwork.project_repo(ROOT), self.tree, self.branch)
+        gitwork.clear_stale_lock(self.tree)
+        self.ledger = Ledger(self.dir)
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {
+            "tag": self.cfg["campaign"]["tag"], "backend": self.bk.NAME, "branch": self.branch,
+            "base_commit": gitwork.head(self.tree), "created": _now()}
+        self._save_state()
+        gitwork.reset_to(self.tree, self.kept_commit())  # a kill may have left edits behind
+        self.workspace = Workspace(self.tree, SCOPES[self.cfg["scope"]], IMMUTABLE)
+
+    def _lock(self) -> None:
+        lock = self.dir / "campaign.lock"
+        if lock.exists():
+            pid = int(lock.read_text().strip() or 0)
+            if pid and pid != os.getpid() and _alive(pid):
+                raise RuntimeError(f"campaign {self.dir} is already running (pid {pid})")
+        lock.write_text(str(os.getpid()))
+
+    def unlock(self) -> None:
+        (self.dir / "campaign.lock").unlink(missing_ok=True)
+
+    def _save_state(self) -> None:
+        tmp = self.state_path.with_name(".campaign.json.tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        os.replace(tmp, self.state_path)
+
+    def _kept(self) -> list[dict]:
+        return [r for r in self.ledger.records() if r["status"] == "keep"]
+
+    def kept_commit(self) -> str:
+        kept = self._kept()
+        return kept[-1]["full_commit"] if kept else self.state["base_commit"]
+
+    def best_val(self) -> float | None:
+        """val_bpb of the branch head (the last kept experiment; the mean of its runs)."""
+        kept = self._kept()
+        return (kept[-1].get("mean_val_bpb") or kept[-1]["val_bpb"]) if kept else None
+
+    def experiments_done(self) -> int:
+        """Proposals recorded after the baseline (confirmation re-runs don't count)."""
+        return sum(1 for r in self.ledger.records() if r["seq"] > 0 and r["status"] != "confirm")
+
+    # ------------------------------------------------------------------ the loop
+    def prepare_budget(self) -> None:
+        """Calibrate once per invocation (cached across them) and fix the budget's length."""
+        from harness import calibration
+
+        experiment.ensure_prepared(self.cfg["data"])
+        self.calibration = calibration.calibrate(self.cfg) if self.cfg["budget"]["mode"] != "wall" else None
+        self.budget_seconds = experiment.resolve_budget(self.cfg, self.calibration).seconds
+
+    def run(self, display: Display) -> str:
+        """Cycle until a limit or the agent stops; returns why it stopped."""
+        cfg, limits = self.cfg, self.cfg["campaign"]
+        self.prepare_budget()
+        agent = None
+        if self.agent_name != "external":
+            agent = make_agent({**cfg["agent"], "name": self.agent_name}, seed=cfg["agent"]["seed"])
+            agent.spent_usd = sum(r.get("agent_cost_usd") or 0.0 for r in self.ledger.records())
+        t0, program = time.time(), (ROOT / "program.md").read_text()
+        while True:
+            started = self.ledger.next_seq() > 0
+            if started and self.experiments_done() >= limits["max_experiments"]:
+                return f"campaign.max_experiments={limits['max_experiments']} reached"
+            if limits["max_hours"] is not None and time.time() - t0 > 3600 * limits["max_hours"]:
+                return f"campaign.max_hours={limits['max_hours']} reached"
+            if started and agent is None:
+                return "the baseline is recorded; the external agent records each experiment with `autoresearch record`"
+            try:
+                if not self.cycle(agent, program, display):
+                    return "the agent has nothing more to try"
+            except StopCampaign as e:
+                gitwork.reset_to(self.tree, self.kept_commit())
+                return e.message
+
+    def cycle(self, agent, program: str, display: Display, description: str | None = None) -> bool:
+        """One experiment: propose (or take the pending one), commit, run, decide, record."""
+        seq, pending = self.ledger.next_seq(), self.state.get("pending")
+        t_cycle = time.time()
+        if pending and pending["seq"] == seq:
+            gitwork.reset_to(self.tree, pending["commit"])
+            display.note(f"resuming: re-running the interrupted experiment {seq} ({pending['description']})")
+        else:
+            pending = self._propose(seq, agent, program, description)
+            if pending is None:
+                return False
+        runs = list(pending.get("runs", []))
+        if seq > 0 and pending["commit"] == pending["parent"]:  # nothing changed: nothing to run
+            self._record(seq, pending, [{"status": "ok", "val_bpb": None, "reason": "no change"}], 0.0, display)
+            return True
+        while True:
+            out = self._run(seq, pending, len(runs), display)
+            if out["status"] == "interrupted":
+                raise KeyboardInterrupt
+            runs.append(out)
+            pending["runs"] = runs
+            self._save_state()
+            if not self._needs_confirmation(seq, runs):
+                break
+        self._record(seq, pending, runs, time.time() - t_cycle, display)
+        return True
+
+    def _propose(self, seq: int, agent, program: str, description: str | None) -> dict | None:
+        parent, t0 = self.kept_commit(), time.time()
+        if seq == 0:
+            proposal = Proposal("baseline")
+        elif agent is not None:
+            last = self.ledger.records()[-1] if len(self.ledger) else None
+            proposal = agent.propose(Context(self.workspace, program, self.ledger.summary_lines(), last, seq))
+            if proposal is None:
+                return None
+        else:
+            proposal = Proposal(description or "(no description)")
+        outside = [f for f in gitwork.changed_files(self.tree) if not self.workspace.allowed(f)]
+        if outside:
+            gitwork.reset_to(self.tree, parent)
+            raise ScopeViolation(f"changes outside scope={self.cfg['scope']} were reverted: {', '.join(outside)}")
+        commit = parent
+        if seq > 0 and gitwork.changed_files(self.tree):
+            commit = gitwork.commit_all(self.tree, f"exp {seq}: {proposal.description}")
+        elif seq > 0:
+            proposal.description = f"(no change) {proposal.description}"
+        self.state["pending"] = {"seq": seq, "commit": commit, "parent": parent, "description": proposal.description,
+                                 "agent_seconds": time.time() - t0, **proposal.as_record(), "runs": []}
+        self._save_state()
+        return self.state["pending"]
+
+    def _run(self, seq: int, pending: dict, attempt: int, display: Display) -> dict:
+        cfg = copy.deepcopy(self.cfg)
+        cfg.update(train_file=str(self.tree / "trainer" / "train.py"), quiet=True)
+        run_dir = self.dir / "runs" / f"{seq:04d}-{pending['commit'][:8]}-{attempt}-{int(time.time())}"
+        kernels_dir = self.tree / "kernels" if self.cfg["scope"] in ("kernels", "all") else None
+        display.start(seq, pending["description"], attempt, self)
+        try:
+            return experiment.run(cfg, run_dir, own_calibration=self.calibration, kernels_dir=kernels_dir,
+                                  announce=False)
+        finally:
+            display.stop()
+
+    def threshold(self) -> tuple[float, str]:
+        k = self.cfg["keep"]
+        if k["threshold"] is not None:
+            return float(k["threshold"]), "keep.threshold"
+        noise = (self.calibration or {}).get("noise")
+        if noise and noise.get("std"):
+            return k["noise_sigmas"] * noise["std"], f"{k['noise_sigmas']:g} x calibration noise std {noise['std']:.4g}"
+        return 0.0, "no noise floor measured (calibrate.noise_runs=N measures one)"
+
+    def _needs_confirmation(self, seq: int, runs: list[dict]) -> bool:
+        best, k = self.best_val(), self.cfg["keep"]
+        if seq == 0 or best is None or runs[-1]["status"] != "ok" or len(runs) > k["confirm_runs"]:
+            return False
+        gain = best - statistics.mean(r["val_bpb"] for r in runs)
+        return 0 < gain < self.threshold()[0]
+
+    def _record(self, seq: int, pending: dict, runs: list[dict], cycle_seconds: float, display: Display) -> None:
+        first, best = runs[0], self.best_val()
+        vals = [r["val_bpb"] for r in runs if r["status"] == "ok" and r["val_bpb"] is not None]
+        mean = statistics.mean(vals) if vals and len(vals) == len(runs) else None
+        if first.get("reason") == "no change":
+            status = "discard"
+        elif first["status"] == "refused":
+            status = "refused"
+        elif first["status"] != "ok" or mean is None:
+            status = "crash"
+        elif seq == 0 or best is None or mean < best:  # lower (mean) val_bpb wins
+            status = "keep"
+        else:
+            status = "discard"
+        if seq == 0 and status != "keep":
+            raise StopCampaign(f"the baseline failed ({first['status']}): {first.get('reason', '')}")
+        thr, why = self.threshold()
+        row = self._row(seq, pending, first, status, cycle_seconds)
+        row.update(mean_val_bpb=mean, runs=len(runs), keep_rule={
+            "rule": "lower mean val_bpb wins; a gain below the threshold is re-run first", "threshold": thr,
+            "threshold_source": why, "confirm_runs": self.cfg["keep"]["confirm_runs"], "best_before": best})
+        self.ledger.append(row)
+        display.result(row)
+        for i, extra in enumerate(runs[1:], 1):
+            self.ledger.append({**self._row(seq + i, pending, extra, "confirm", 0.0), "confirms": seq,
+                                "description": f"confirm {i} of exp {seq}: {pending['description']}"})
+        if status != "keep":
+            gitwork.reset_to(self.tree, pending["parent"])
+        self.state.pop("pending", None)
+        self._save_state()
+
+    def _row(self, seq: int, pending: dict, out: dict, status: str, cycle_seconds: float) -> dict:
+        mem = out.get("peak_memory_mb")
+        row = {"seq": seq, "commit": pending["commit"][:12], "full_commit": pending["commit"],
+               "parent": pending["parent"], "val_bpb": metric(out.get("val_bpb")),
+               "memory_gb": mem / 1024 if isinstance(mem, (int, float)) else None, "status": status,
+               "description": pending["description"], "backend": self.bk.NAME, "device": out.get("device"),
+               "budget_s": out.get("budget_seconds"), "time": _now(), "experiment_status": out["status"],
+               "reason": out.get("reason", ""), "error_tail": (out.get("log_tail") or "")[-3000:],
+               "steps": out.get("num_steps"), "tokens": (out.get("num_steps") or 0) * self.cfg["model"]["total_batch_size"],
+               "mfu_percent": out.get("mfu_percent"), "training_seconds": out.get("training_seconds"),
+               "total_seconds": out.get("total_seconds"), "eval_seconds": out.get("eval_seconds"),
+               "budget_mode": out.get("budget_mode"), "calibration_id": (self.calibration or {}).get("id"),
+               "diff": gitwork.diff_stats(self.tree, pending["parent"], pending["commit"]),
+               "cycle_seconds": cycle_seconds, "agent": self.agent_name,
+               "agent_seconds": pending.get("agent_seconds"), "run_dir": out.get("run_dir")}
+        if status != "confirm":
+            row.update({k: v for k, v in pending.items() if k.startswith("agent_") and k != "agent_seconds"})
+        return row
+
+    def report(self) -> str:
+        """The ledger and where everything is, for the end of a command."""
+        best = self.ledger.best()
+        lines = [*self.ledger.summary_lines(last=50), ""]
+        if best:
+            lines.append(f"best kept: val_bpb {best['val_bpb']:.6f} at {best['commit']} ({best['description']})")
+        lines += [f"ledger:    {self.dir / 'results.tsv'} (everything: results.jsonl)",
+                  f"work tree: {self.tree} (branch {self.branch}, head = the last kept commit)",
+                  f"runs:      {self.dir / 'runs'}"]
+        return "\n".join(lines)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,85 @@
+"""Git plumbing for campaigns: a branch and a work tree per campaign, never the project's
+own checkout (DESIGN §5). The branch `autoresearch/<tag>/<backend>` holds the kept
+commits; a candidate is committed on it and reset away when it is not kept.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+IDENTITY = ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost",
+            "-c", "commit.gpgsign=false"]
+
+
+class GitError(RuntimeError):
+    pass
+
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    res = subprocess.run(["git", *IDENTITY, *args], cwd=repo, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise GitError(f"git {' '.join(args)} failed in {repo}: {res.stderr.strip() or res.stdout.strip()}")
+    return res.stdout.strip()
+
+
+def project_repo(root: Path) -> Path:
+    try:
+        return Path(git(root, "rev-parse", "--show-toplevel"))
+    except (GitError, FileNotFoundError) as e:
+        raise GitError(f"campaigns need the project to be a git checkout ({root}): {e}") from None
+
+
+def branch_name(tag: str, backend: str) -> str:
+    return f"autoresearch/{tag}/{backend}"
+
+
+def open_worktree(repo: Path, path: Path, branch: str) -> Path:
+    """The campaign's work tree at `path` on `branch` (created from the project's HEAD)."""
+    if (path / ".git").exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    git(repo, "worktree", "prune")  # forget trees whose folders were deleted
+    exists = git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False)
+    if exists:
+        git(repo, "worktree", "add", str(path), branch)
+    else:
+        git(repo, "worktree", "add", "-b", branch, str(path), "HEAD")
+    return path
+
+
+def head(tree: Path) -> str:
+    return git(tree, "rev-parse", "HEAD")
+
+
+def clear_stale_lock(tree: Path) -> None:
+    """A process killed mid-commit leaves index.lock behind; nothing else writes here."""
+    gitdir = Path(git(tree, "rev-parse", "--git-dir"))
+    lock = (gitdir if gitdir.is_absolute() else tree / gitdir) / "index.lock"
+    lock.unlink(missing_ok=True)
+
+
+def reset_to(tree: Path, commit: str) -> None:
+    """Branch and files back to `commit`; untracked files (an agent's new files) removed."""
+    git(tree, "reset", "--hard", commit)
+    git(tree, "clean", "-fdq")
+
+
+def changed_files(tree: Path) -> list[str]:
+    out = git(tree, "status", "--porcelain", "--untracked-files=all")
+    return [line[3:].split(" -> ")[-1] for line in out.splitlines() if line.strip()]
+
+
+def commit_all(tree: Path, message: str) -> str:
+    git(tree, "add", "-A")
+    git(tree, "commit", "-q", "--no-verify", "-m", message)
+    return head(tree)
+
+
+def diff_stats(tree: Path, parent: str, commit: str) -> dict:
+    files = ins = dels = 0
+    for line in git(tree, "diff", "--numstat", parent, commit).splitlines():
+        a, d, _ = line.split("\t", 2)
+        files += 1
+        ins += int(a) if a.isdigit() else 0
+        dels += int(d) if d.isdigit() else 0
+    return {"files": files, "insertions": ins, "deletions": dels}
