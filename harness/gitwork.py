@@ -15,11 +15,11 @@ class GitError(RuntimeError):
     pass
 
 
-def git(repo: Path, *args: str, check: bool = True) -> str:
+def git(repo: Path, *args: str, check: bool = True, strip: bool = True) -> str:
     res = subprocess.run(["git", *IDENTITY, *args], cwd=repo, capture_output=True, text=True)
     if check and res.returncode != 0:
         raise GitError(f"git {' '.join(args)} failed in {repo}: {res.stderr.strip() or res.stdout.strip()}")
-    return res.stdout.strip()
+    return res.stdout.strip() if strip else res.stdout
 
 
 def project_repo(root: Path) -> Path:
@@ -65,7 +65,7 @@ def reset_to(tree: Path, commit: str) -> None:
 
 
 def changed_files(tree: Path) -> list[str]:
-    out = git(tree, "status", "--porcelain", "--untracked-files=all")
+    out = git(tree, "status", "--porcelain", "--untracked-files=all", strip=False)  # "XY path": keep column 1
     return [line[3:].split(" -> ")[-1] for line in out.splitlines() if line.strip()]
 
 
