@@ -26,7 +26,7 @@ from harness.agents import Context, Proposal, StopCampaign, make_agent
 from harness.display import Display
 from harness.guard import ROOT
 from harness.ledger import Ledger, metric
-from harness.workspace import Workspace
+from harness.workspace import EditError, ScopeError, Workspace
 
 SCOPES = {"train": ["trainer/train.py"], "kernels": ["kernels/*.py"], "all": ["trainer/train.py", "kernels/*.py"]}
 # The references and the dispatch stay immutable in every scope: they define correct.
@@ -147,8 +147,8 @@ class Campaign:
             if pending is None:
                 return False
         runs = list(pending.get("runs", []))
-        if seq > 0 and pending["commit"] == pending["parent"]:  # nothing changed: nothing to run
-            self._record(seq, pending, [{"status": "ok", "val_bpb": None, "reason": "no change"}], 0.0, display)
+        if pending.get("known"):  # nothing to run: no change, or the edit itself failed
+            self._record(seq, pending, [{**pending["known"], "val_bpb": None}], time.time() - t_cycle, display)
             return True
         while True:
             out = self._run(seq, pending, len(runs), display)
@@ -168,7 +168,14 @@ class Campaign:
             proposal = Proposal("baseline")
         elif agent is not None:
             last = self.ledger.records()[-1] if len(self.ledger) else None
-            proposal = agent.propose(Context(self.workspace, program, self.ledger.summary_lines(), last, seq))
+            try:
+                proposal = agent.propose(Context(self.workspace, program, self.ledger.summary_lines(), last, seq))
+            except (ScopeError, EditError) as e:  # refused or failed edit: recorded, nothing run
+                gitwork.reset_to(self.tree, parent)
+                status = "refused" if isinstance(e, ScopeError) else "crash"
+                proposal = Proposal(f"({status} edit) {e}")
+                return self._pending(seq, parent, parent, proposal, t0, reason=f"the agent's edit failed: {e}",
+                                     status=status)
             if proposal is None:
                 return None
         else:
@@ -182,8 +189,16 @@ class Campaign:
             commit = gitwork.commit_all(self.tree, f"exp {seq}: {proposal.description}")
         elif seq > 0:
             proposal.description = f"(no change) {proposal.description}"
+            return self._pending(seq, parent, parent, proposal, t0, reason="no change", status="discard")
+        return self._pending(seq, commit, parent, proposal, t0)
+
+    def _pending(self, seq, commit, parent, proposal, t0, reason=None, status=None) -> dict:
+        """Note the candidate before it runs (the resume point). `status` set: nothing to
+        run, the outcome is already known (no change, a refused or failed edit)."""
         self.state["pending"] = {"seq": seq, "commit": commit, "parent": parent, "description": proposal.description,
                                  "agent_seconds": time.time() - t0, **proposal.as_record(), "runs": []}
+        if status:
+            self.state["pending"]["known"] = {"status": status, "reason": reason}
         self._save_state()
         return self.state["pending"]
 
@@ -219,8 +234,8 @@ class Campaign:
         first, best = runs[0], self.best_val()
         vals = [r["val_bpb"] for r in runs if r["status"] == "ok" and r["val_bpb"] is not None]
         mean = statistics.mean(vals) if vals and len(vals) == len(runs) else None
-        if first.get("reason") == "no change":
-            status = "discard"
+        if pending.get("known"):
+            status = pending["known"]["status"]
         elif first["status"] == "refused":
             status = "refused"
         elif first["status"] != "ok" or mean is None:
