@@ -102,8 +102,8 @@ def resolve(cfg: dict, own: dict | None) -> Budget:
     b = cfg["budget"]
     mode = b["mode"]
     if mode == "wall":
-        budget = Budget("wall", float(b["seconds"]), reason=f"wall: {b['seconds']:g} s of training (budget.seconds)")
-        return _bounded(budget, b)
+        # explicit seconds: the bounds guard derived budgets only
+        return Budget("wall", float(b["seconds"]), reason=f"wall: {b['seconds']:g} s of training (budget.seconds)")
     _need(own, f"budget.mode={mode}")
     ref_tps, ref_desc = reference_throughput(cfg, own)
     ref_s, own_tps = float(b["reference_seconds"]), float(own["tokens_per_s"])
