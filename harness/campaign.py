@@ -57,7 +57,9 @@ class Campaign:
         self.calibration, self.budget_seconds = None, None
 
     # ------------------------------------------------------------------ state
-    def open(self) -> None:
+    def open(self, reset: bool = True) -> None:
+        """Lock, work tree, ledger, state. `reset`: put the work tree back to the last kept
+        commit (a kill may have left edits behind); `record` keeps the external agent's."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         gitwork.open_worktree(gitwork.project_repo(ROOT), self.tree, self.branch)
@@ -67,7 +69,8 @@ class Campaign:
             "tag": self.cfg["campaign"]["tag"], "backend": self.bk.NAME, "branch": self.branch,
             "base_commit": gitwork.head(self.tree), "created": _now()}
         self._save_state()
-        gitwork.reset_to(self.tree, self.kept_commit())  # a kill may have left edits behind
+        if reset:
+            gitwork.reset_to(self.tree, self.kept_commit())
         self.workspace = Workspace(self.tree, SCOPES[self.cfg["scope"]], IMMUTABLE)
 
     def _lock(self) -> None:

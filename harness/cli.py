@@ -62,12 +62,12 @@ def _experiment(cfg) -> None:
     raise SystemExit(experiment.report(out))
 
 
-def _open_campaign(cfg):
+def _open_campaign(cfg, reset: bool = True):
     from harness.campaign import Campaign
     from harness.display import Display
 
     c = Campaign(to_dict(cfg))
-    c.open()
+    c.open(reset=reset)
     display = Display()
     display.note(f"campaign: {c.dir} | branch {c.branch} | agent {c.agent_name} | scope {c.cfg['scope']} "
                  f"| {len(c.ledger)} experiments so far")
@@ -75,7 +75,6 @@ def _open_campaign(cfg):
 
 
 def _finish(c, why: str, code: int = 0) -> None:
-    c.unlock()
     print(f"campaign: stopped: {why}\n{c.report()}", flush=True)
     if code:
         raise SystemExit(code)
@@ -85,13 +84,12 @@ def _finish(c, why: str, code: int = 0) -> None:
 def _run(cfg) -> None:
     c, display = _open_campaign(cfg)
     try:
-        why = c.run(display)
+        why, code = c.run(display), 0
     except KeyboardInterrupt:
-        return _finish(c, "interrupted (run the same command to resume)", 130)
-    except BaseException:
+        why, code = "interrupted (run the same command to resume)", 130
+    finally:
         c.unlock()
-        raise
-    _finish(c, why)
+    _finish(c, why, code)
     if c.agent_name == "external":
         print(EXTERNAL_PROTOCOL.format(tree=c.tree, tag=c.cfg["campaign"]["tag"], backend=c.bk.NAME,
                                        scope=c.cfg["scope"]), flush=True)
@@ -109,21 +107,24 @@ external agent protocol (program.md):
 def _record(cfg) -> None:
     from harness.campaign import ScopeViolation
 
-    c, display = _open_campaign(cfg)
+    c, display = _open_campaign(cfg, reset=False)
+    tag = c.cfg["campaign"]["tag"]
     try:
+        if c.state.get("pending"):
+            raise RuntimeError(f"an interrupted experiment is pending: finish it first with `autoresearch run "
+                               f"agent=external campaign.tag={tag}` (it re-runs it; your edits would be reset)")
+        if c.ledger.next_seq() == 0:
+            raise RuntimeError(f"no baseline yet: start with `autoresearch run agent=external campaign.tag={tag}`")
         c.prepare_budget()
-        if c.ledger.next_seq() == 0 or c.state.get("pending"):
-            c.cycle(None, "", display)  # the baseline (or an interrupted experiment) first
         c.cycle(None, "", display, description=c.cfg["description"] or "(no description)")
+        why, code = "recorded", 0
     except ScopeViolation as e:
-        c.unlock()
         raise RuntimeError(e.message) from None
     except KeyboardInterrupt:
-        return _finish(c, "interrupted", 130)
-    except BaseException:
+        why, code = "interrupted", 130
+    finally:
         c.unlock()
-        raise
-    _finish(c, "recorded")
+    _finish(c, why, code)
 
 
 @_user_errors

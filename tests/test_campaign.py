@@ -173,4 +173,4 @@ def test_claude_agent_drives_a_campaign(cache_dir, campaign, monkeypatch):
     assert (d / "worktree" / "trainer" / "prepare.py").read_text() != "hacked"
     bodies = [r["body"] for r in api.requests]
     assert any("is_error" in json.dumps(b) for b in bodies)  # the refused write went back to the model
-    assert len(api.requests) == 6  # five answers + the retried 429
+    assert len(api.requests) == 5  # four answers + the 429 the SDK retried
