@@ -47,10 +47,12 @@ def _stub_prepare(calls):
         calls.append("evaluate_bpb")
         return float("nan")
 
-    return types.SimpleNamespace(
+    ns = types.SimpleNamespace(
         __name__="prepare", MAX_SEQ_LEN=SEQ, VOCAB_SIZE=VOCAB, TIME_BUDGET=0.5, MODEL=dict(PRESET),
         Tokenizer=Tokenizer, make_dataloader=make_dataloader, evaluate_bpb=evaluate_bpb,
         get_token_bytes=lambda device: torch.ones(VOCAB, dtype=torch.int32, device=device))
+    ns.budget_progress = lambda seconds, tokens, flops=0.0: seconds / ns.TIME_BUDGET  # wall mode
+    return ns
 
 
 def _stub_kernels():
@@ -260,7 +262,7 @@ def test_pickled_model_gives_same_logits(env, tmp_path):
 
 def test_main_prints_summary(env, monkeypatch):
     train = env.train
-    monkeypatch.setattr(train, "TIME_BUDGET", 0.3)
+    monkeypatch.setattr(train.prepare, "TIME_BUDGET", 0.3)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         train.main()
