@@ -2,7 +2,7 @@
 backend.threads=2 — under budget.mode=normalized and budget.mode=wall: tokens processed
 and val_bpb of the baseline (prints figures; asserts nothing).
 
-    .venv/bin/python benchmarks/normalized_budget.py [--noise-runs 3] [--wall-seconds 20]
+    .venv/bin/python benchmarks/normalized_budget.py [--noise-runs 3] [--wall-seconds 20] [--reuse-calibration]
 
 Normalized budgets should give both the same number of training tokens (within a few %)
 and val_bpb within the noise floor; equal wall seconds should not.
@@ -25,14 +25,14 @@ def cli(*args) -> str:
     return res.stdout
 
 
-def calibration(threads: int, noise_runs: int) -> dict:
-    out = cli("calibrate", *BASE, f"backend.threads={threads}", "calibrate.force=true",
+def calibration(threads: int, noise_runs: int, reuse: bool) -> dict:
+    out = cli("calibrate", *BASE, f"backend.threads={threads}", f"calibrate.force={str(not reuse).lower()}",
               f"calibrate.noise_runs={noise_runs}")
     return json.loads(Path(out.split("saved")[-1].split()[0]).read_text())
 
 
 def experiment(tmp: Path, threads: int, *extra) -> dict:
-    run_dir = tmp / f"{threads}-{'-'.join(extra)}"
+    run_dir = tmp / f"t{threads}-{extra[0].split('=')[-1]}"
     cli("experiment", *BASE, f"backend.threads={threads}", "quiet=true", f"hydra.run.dir={run_dir}", *extra)
     s = json.loads((run_dir / "summary.json").read_text())
     s["tokens"] = s["num_steps"] * 2048  # tiny: 2,048 tokens per step
@@ -43,8 +43,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--noise-runs", type=int, default=3)
     ap.add_argument("--wall-seconds", type=float, default=20)
+    ap.add_argument("--reuse-calibration", action="store_true", help="use cached calibrations when valid")
     args = ap.parse_args()
-    cals = {t: calibration(t, args.noise_runs if t == 2 else 0) for t in (1, 2)}
+    cals = {t: calibration(t, args.noise_runs if t == 2 else 0, args.reuse_calibration) for t in (1, 2)}
     for t, c in cals.items():
         print(f"threads={t}: calibrated {c['tokens_per_s']:,.0f} tokens/s (CV {100 * c['cv']:.1f}%), "
               f"matmul {c['matmul_flops_per_s'] / 1e9:,.0f} GFLOP/s")
