@@ -31,7 +31,8 @@ class Display:
         counts = campaign.ledger.counts()
         best = campaign.best_val()
         spent = sum(r.get("agent_cost_usd") or 0.0 for r in campaign.ledger.records())
-        budget = f"{elapsed:.0f}/{campaign.budget_seconds:.0f} s budget" if campaign.budget_seconds else f"{elapsed:.0f} s"
+        budget = f"{elapsed:.0f} s elapsed" + (f" (training budget {campaign.budget_seconds:.0f} s + start-up, eval)"
+                                               if campaign.budget_seconds else "")
         confirm = f" (confirm {attempt})" if attempt else ""
         best_s = f"{best:.6f}" if best is not None else "-"
         return (f"[exp {seq}{confirm}] {description[:60]} | {budget} | best {best_s} | kept {counts.get('keep', 0)} "
