@@ -2,7 +2,7 @@
 evaluation), and the training throughput. Prints figures; asserts nothing.
 
     .venv/bin/python benchmarks/experiment_overhead.py [--runs 2] [overrides ...]
-    .venv/bin/python benchmarks/experiment_overhead.py --runs 1 backend=cpu model=tiny budget.seconds=30
+    .venv/bin/python benchmarks/experiment_overhead.py --runs 1 backend=cpu model=tiny budget.mode=wall budget.seconds=30
 """
 import argparse
 import json
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("overrides", nargs="*", default=["backend=cpu", "model=tiny", "budget.seconds=30"])
+    ap.add_argument("overrides", nargs="*", default=["backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=30"])
     args = ap.parse_args()
     from harness.config import compose_dict
 

@@ -11,7 +11,8 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
-QUICK = ["backend=cpu", "model=tiny", "calibrate.repeats=3", "calibrate.window_seconds=0.7", "calibrate.warmup_steps=1"]
+QUICK = ["backend=cpu", "model=tiny", "calibrate.repeats=3", "calibrate.window_seconds=0.7", "calibrate.warmup_steps=2"]
+STEADY = "calibrate.max_cv=1"  # short test windows are noisy; only the noise test cares
 
 
 def calibrate(*extra, timeout=180):
@@ -40,13 +41,16 @@ def test_calibrate_measures_then_serves_from_cache(cache_dir, tmp_path):
     assert cal["fingerprint"]["threads"] == 1 and cal["preset"] == "tiny"
     assert json.loads(out.read_text())["id"] == cal["id"]  # calibrate.out holds a copy
     t0 = time.time()
-    again = calibrate("backend.threads=1")
+    again = calibrate("backend.threads=1", STEADY)
     assert "cached" in again.stdout and "throughput window" not in again.stdout
     assert saved(again)["created"] == cal["created"]
     assert time.time() - t0 < 30  # no measurement: start-up only
-    stale = calibrate("backend.threads=1", "calibrate.max_age_hours=0")
+    stale = calibrate("backend.threads=1", "calibrate.max_age_hours=0", STEADY)
     assert "h old" in stale.stdout and "throughput window" in stale.stdout
     assert saved(stale)["created"] > cal["created"]
+    noisy = calibrate("backend.threads=1", "calibrate.max_cv=0")
+    if saved(stale)["cv"] > 0:  # any spread at all is "too noisy" at max_cv=0
+        assert "is noisy" in noisy.stdout and "throughput window" in noisy.stdout
 
 
 def test_other_load_during_calibration_is_warned_about(cache_dir):

@@ -66,6 +66,18 @@ def test_non_causal_model_is_refused(cache_dir, tmp_path):
     assert res.returncode == 6
 
 
+def test_real_train_py_with_non_causal_attention_is_refused(cache_dir, tmp_path):
+    src = (ROOT / "trainer" / "train.py").read_text()
+    old = "y = backends.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), w)"
+    assert old in src
+    bad = tmp_path / "train.py"
+    bad.write_text(src.replace(old, "y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), "
+                                    "v.transpose(1, 2), is_causal=False)"))
+    res, s = experiment(tmp_path, bad)
+    assert s["status"] == "refused" and "not causal" in s["reason"], s
+    assert s["val_bpb"] is None and "val_bpb:" not in res.stdout
+
+
 def test_patching_the_metric_at_train_time_gets_the_honest_value(cache_dir, tmp_path):
     res, honest = experiment(tmp_path / "a", fakes.write(tmp_path / "a.py"))
     hack = "prepare.score_bpb = lambda *a, **k: 0.01\nimport trainer.prepare\ntrainer.prepare.score_bpb = prepare.score_bpb"
