@@ -105,12 +105,17 @@ def _measure(cfg: dict, bk, log) -> dict:
         env = child_env(bk.NAME, cfg["backend"].get("threads"), tmp / "run_config.json", tmp / "unused.pt")
         env["AUTORESEARCH_CALIBRATE"] = json.dumps(cfg["calibrate"])
         monitor = LoadMonitor(bk.NAME)
+        limit = float(cfg["calibrate"]["timeout_seconds"])
         res = proc.run([sys.executable, "-m", "harness.workload", str(tmp / "out.json")], cwd=tmp, env=env,
-                       limit=600, log=tmp / "workload.log", echo=True, prefix="  ", on_start=monitor.start)
+                       limit=limit, log=tmp / "workload.log", echo=True, prefix="  ", on_start=monitor.start)
         load_note = monitor.stop()
         if res.returncode != 0 or not (tmp / "out.json").exists():
-            raise CalibrationError(f"calibration workload failed ({'timed out' if res.timed_out else res.returncode}):\n"
-                                   + "\n".join(res.output.splitlines()[-25:]))
+            errors = [line.split("calibrate: error: ", 1)[1] for line in res.output.splitlines()
+                      if "calibrate: error: " in line]
+            if errors:
+                raise CalibrationError(errors[-1])
+            why = f"timed out after {limit:g} s (calibrate.timeout_seconds)" if res.timed_out else f"exit {res.returncode}"
+            raise CalibrationError(f"calibration workload failed ({why}):\n" + "\n".join(res.output.splitlines()[-25:]))
         result = json.loads((tmp / "out.json").read_text())
     if load_note:
         log(f"calibrate: WARNING: {load_note}")

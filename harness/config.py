@@ -73,6 +73,8 @@ class CalibrateConf:
     window_seconds: Optional[float] = None  # length of one window; None = auto (CPU 2, GPU 2)
     warmup_steps: int = 3  # steps before timing (compile, allocator, caches)
     noise_runs: int = 0  # baseline experiments for the val_bpb noise floor (0 = skip)
+    max_step_seconds: float = 60.0  # stop early when one step would take longer (preset too big)
+    timeout_seconds: float = 900.0  # hard limit on the measuring process
     force: bool = False  # measure even when a valid cached calibration exists
 
 

@@ -66,7 +66,12 @@ def bandwidth(bk, gpu: bool) -> float:
     return 2 * n_bytes / secs  # each byte read once and written once
 
 
-def throughput(bk, repeats: int, window_seconds: float, warmup_steps: int, log) -> dict:
+class TooSlow(RuntimeError):
+    pass
+
+
+def throughput(bk, repeats: int, window_seconds: float, warmup_steps: int, log,
+               matmul_flops: float, max_step_seconds: float) -> dict:
     sys.modules.setdefault("prepare", prepare)  # the frozen file imports `prepare`
     base = load_definitions(BASELINE, name="autoresearch_baseline")
     torch.manual_seed(base.SEED)
@@ -82,6 +87,13 @@ def throughput(bk, repeats: int, window_seconds: float, warmup_steps: int, log) 
         step_model = torch.compile(model, dynamic=False)
     B, T = base.DEVICE_BATCH_SIZE, base.MAX_SEQ_LEN
     accum = base.TOTAL_BATCH_SIZE // (B * T)
+    # An optimistic estimate (half the measured matmul peak) before spending minutes on a
+    # preset this device cannot train: the reference preset on a CPU is ~10 min a step.
+    est = fpt * base.TOTAL_BATCH_SIZE / (0.5 * matmul_flops)
+    if est > max_step_seconds:
+        raise TooSlow(f"one training step of model={prepare.MODEL['name']} would take ~{est:,.0f} s here "
+                      f"(>{max_step_seconds:g} s, calibrate.max_step_seconds): pick a smaller preset "
+                      f"(model=tiny on a CPU)")
     loader = prepare.make_dataloader(tokenizer, B, T, "train")
 
     def step():
@@ -132,7 +144,12 @@ def main(argv: list[str]) -> int:
     bw = bandwidth(bk, gpu)
     log(f"calibrate: copy bandwidth {bw / 1e9:,.1f} GB/s")
     window = cal["window_seconds"] or 2.0
-    tp = throughput(bk, cal["repeats"], window, cal["warmup_steps"], log)
+    try:
+        tp = throughput(bk, cal["repeats"], window, cal["warmup_steps"], log, mm["flops_per_s"],
+                        cal["max_step_seconds"])
+    except TooSlow as e:
+        log(f"calibrate: error: {e}")
+        return 3
     peak = bk.peak_flops(bk.compute_dtype())
     achieved = tp["tokens_per_s"] * tp["flops_per_token"]
     result = {

@@ -83,3 +83,10 @@ def test_out_of_bounds_budget_stops_with_advice(cache_dir):
     res = run_cli("experiment", *QUICK, "budget.reference_seconds=0.5", "quiet=true", timeout=300)
     assert res.returncode == 2
     assert "too short" in res.stderr and "budget.force=true" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_preset_too_big_for_the_device_stops_early(cache_dir):
+    t0 = time.time()
+    res = run_cli("calibrate", *QUICK, "calibrate.max_step_seconds=0.001", "calibrate.force=true", timeout=120)
+    assert res.returncode == 2 and "pick a smaller preset" in res.stderr and "Traceback" not in res.stderr
+    assert time.time() - t0 < 60  # no training step was attempted
