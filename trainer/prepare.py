@@ -292,8 +292,8 @@ def prepare(data: dict = DATA, log=print) -> dict:
     stats = _stats(data, d)
     if data["name"] == "climbmix" or not ready.exists():
         _write_json(ready, stats)
-    log(f"prepare: done in {time.time() - t0:.1f} s ({stats['val_bytes'] / 1e6:.2f} MB validation,"
-        f" {stats['val_bytes_per_token']:.3f} bytes/token)")
+    log(f"prepare: done in {time.time() - t0:.1f} s ({stats['val_bytes'] / 1e6:.2f} MB validation"
+        f"{' sampled' if stats['val_sampled'] else ''}, {stats['val_bytes_per_token']:.3f} bytes/token)")
     return stats
 
 
@@ -330,15 +330,15 @@ def _write_splits(data: dict, d: Path, log) -> None:
 def _stats(data: dict, d: Path) -> dict:
     enc = bpe.load(tokenizer_dir(data))
     val_bytes = val_tokens = 0
-    for f in split_files("val", data):
-        for text in sources.read_parquet_texts(f):
-            val_bytes += len(text.encode("utf-8"))
-            val_tokens += len(enc.encode_ordinary(text))
-            if val_tokens > 4 * data["eval_tokens"]:
-                break
-    return {"data": data["name"], "dir": str(d), "vocab_size": enc.n_vocab,
-            "val_bytes": val_bytes, "val_tokens": val_tokens,
-            "val_bytes_per_token": val_bytes / max(1, val_tokens)}
+    sampled = False
+    for text in (t for f in split_files("val", data) for t in sources.read_parquet_texts(f)):
+        val_bytes += len(text.encode("utf-8"))
+        val_tokens += len(enc.encode_ordinary(text))
+        if val_tokens > 4 * data["eval_tokens"]:  # enough for the ratio (climbmix's shard is large)
+            sampled = True
+            break
+    return {"data": data["name"], "dir": str(d), "vocab_size": enc.n_vocab, "val_bytes": val_bytes,
+            "val_tokens": val_tokens, "val_sampled": sampled, "val_bytes_per_token": val_bytes / max(1, val_tokens)}
 
 
 def _write_json(path: Path, obj: dict) -> None:
