@@ -15,7 +15,7 @@ from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
-FAST = ["backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=3", "data.eval_tokens=2048",
+FAST = ["backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=2", "data.eval_tokens=2048",
         "keep.confirm_runs=0"]
 
 
@@ -45,38 +45,30 @@ def rows(d):
     return jsonl
 
 
-def test_random_campaign(cache_dir, campaign):
+def test_random_campaign_killed_and_resumed(cache_dir, campaign):
+    """The issue's command, SIGKILLed at a random moment, then the same command again."""
+    tag, root, d = campaign
     head, status = git("rev-parse", "HEAD"), git("status", "--porcelain")
-    res = run(campaign, "agent=random", "campaign.max_experiments=4")
+    args = ["agent=random", "campaign.max_experiments=4"]
+    cmd = [sys.executable, "-m", "harness", "run", *FAST, *args, f"campaign.tag={tag}", f"campaign.root={root}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.uniform(4, 30))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    res = run(campaign, *args)
     assert res.returncode == 0, res.stdout + res.stderr
-    d = campaign[2]
     recs = rows(d)
-    assert [r["seq"] for r in recs] == [0, 1, 2, 3, 4]
+    assert [r["seq"] for r in recs] == [0, 1, 2, 3, 4]  # nothing lost, nothing twice
     assert recs[0]["description"] == "baseline" and recs[0]["status"] == "keep"
     assert all(r["status"] in ("keep", "discard", "crash") for r in recs)
     assert all(r["agent"] == "random" and r["backend"] == "cpu" for r in recs)
     kept = [r for r in recs if r["status"] == "keep"]
     best = min(kept, key=lambda r: r["val_bpb"])
-    branch_head = git("rev-parse", f"autoresearch/{campaign[0]}/cpu")
+    branch_head = git("rev-parse", f"autoresearch/{tag}/cpu")
     assert branch_head == best["full_commit"] == kept[-1]["full_commit"]
+    assert git("status", "--porcelain", cwd=d / "worktree") == ""
     assert git("rev-parse", "HEAD") == head and git("status", "--porcelain") == status  # checkout untouched
     assert "ledger:" in res.stdout and "best kept" in res.stdout and "max_experiments=4 reached" in res.stdout
-
-
-def test_sigkill_and_resume(cache_dir, campaign):
-    tag, root, d = campaign
-    cmd = [sys.executable, "-m", "harness", "run", *FAST, "agent=random", "campaign.max_experiments=2",
-           f"campaign.tag={tag}", f"campaign.root={root}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(random.uniform(4, 25))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    res = run(campaign, "agent=random", "campaign.max_experiments=2")
-    assert res.returncode == 0, res.stdout + res.stderr
-    recs = rows(d)
-    assert [r["seq"] for r in recs] == [0, 1, 2]  # nothing lost, nothing twice
-    assert git("status", "--porcelain", cwd=d / "worktree") == ""
-    assert git("rev-parse", "HEAD", cwd=d / "worktree") == [r for r in recs if r["status"] == "keep"][-1]["full_commit"]
 
 
 def test_faults_with_scripted_agent(cache_dir, campaign, tmp_path):
