@@ -26,8 +26,8 @@ from pathlib import Path
 
 import backends
 from harness import proc
-from harness.guard import ROOT
 from harness.workload import BASELINE, workload_version
+from trainer import atomic
 
 
 class CalibrationError(RuntimeError):
@@ -206,9 +206,7 @@ def noise_floor(cfg: dict, cal: dict, runs: int, log) -> dict:
 
 def _save(path: Path, cal: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(cal, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic.write_json(path, cal)
 
 
 def _also_save(cal: dict, ccfg: dict) -> dict:

@@ -27,6 +27,7 @@ from harness.display import Display
 from harness.guard import ROOT
 from harness.ledger import Ledger, metric
 from harness.workspace import EditError, ScopeError, Workspace
+from trainer import atomic
 
 SCOPES = {"train": ["trainer/train.py"], "kernels": ["kernels/*.py"], "all": ["trainer/train.py", "kernels/*.py"]}
 # The references and the dispatch stay immutable in every scope: they define correct.
@@ -85,9 +86,7 @@ class Campaign:
         (self.dir / "campaign.lock").unlink(missing_ok=True)
 
     def _save_state(self) -> None:
-        tmp = self.state_path.with_name(".campaign.json.tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        os.replace(tmp, self.state_path)
+        atomic.write_json(self.state_path, self.state)
 
     def _kept(self) -> list[dict]:
         return [r for r in self.ledger.records() if r["status"] == "keep"]
@@ -100,6 +99,10 @@ class Campaign:
         """val_bpb of the branch head (the last kept experiment; the mean of its runs)."""
         kept = self._kept()
         return (kept[-1].get("mean_val_bpb") or kept[-1]["val_bpb"]) if kept else None
+
+    def agent_spent(self) -> float:
+        """Dollars the agent has spent in this campaign (from the ledger: survives resumes)."""
+        return sum(r.get("agent_cost_usd") or 0.0 for r in self.ledger.records())
 
     def experiments_done(self) -> int:
         """Proposals recorded after the baseline (confirmation re-runs don't count)."""
@@ -121,7 +124,7 @@ class Campaign:
         agent = None
         if self.agent_name != "external":
             agent = make_agent({**cfg["agent"], "name": self.agent_name}, seed=cfg["agent"]["seed"])
-            agent.spent_usd = sum(r.get("agent_cost_usd") or 0.0 for r in self.ledger.records())
+            agent.spent_usd = self.agent_spent()
         t0, program = time.time(), (ROOT / "program.md").read_text()
         while True:
             started = self.ledger.next_seq() > 0

@@ -30,14 +30,13 @@ class Display:
     def status(campaign, seq: int, description: str, attempt: int, elapsed: float) -> str:
         counts = campaign.ledger.counts()
         best = campaign.best_val()
-        spent = sum(r.get("agent_cost_usd") or 0.0 for r in campaign.ledger.records())
         budget = f"{elapsed:.0f} s elapsed" + (f" (training budget {campaign.budget_seconds:.0f} s + start-up, eval)"
                                                if campaign.budget_seconds else "")
         confirm = f" (confirm {attempt})" if attempt else ""
         best_s = f"{best:.6f}" if best is not None else "-"
         return (f"[exp {seq}{confirm}] {description[:60]} | {budget} | best {best_s} | kept {counts.get('keep', 0)} "
                 f"discarded {counts.get('discard', 0)} crashed {counts.get('crash', 0) + counts.get('refused', 0)} "
-                f"| agent ${spent:.4f}")
+                f"| agent ${campaign.agent_spent():.4f}")
 
     def start(self, seq: int, description: str, attempt: int, campaign) -> None:
         t0 = time.time()

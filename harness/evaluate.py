@@ -34,6 +34,7 @@ import trainer.packing
 import trainer.prepare as prepare
 import trainer.sources
 import trainer.tokenizer
+from trainer import atomic
 
 EVAL_FILE = "eval.json"
 MODEL_FILE = "model.pt"
@@ -199,10 +200,7 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         result = {"status": "crash", "val_bpb": None, "reason": f"evaluation failed: {type(e).__name__}: {e}"}
     result["eval_seconds"] = time.time() - t0
-    out = run_dir / EVAL_FILE
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, out)
+    atomic.write_json(run_dir / EVAL_FILE, result)
     print(json.dumps(result), flush=True)
     return 0
 

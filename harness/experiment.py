@@ -27,6 +27,7 @@ import backends
 from harness import budget as budget_mod
 from harness import proc, summary
 from harness.guard import ROOT, Guard
+from trainer import atomic
 
 # Exit codes of `autoresearch experiment`, one per status.
 EXIT_CODES = {"ok": 0, "crash": 3, "nan": 4, "timeout": 5, "refused": 6, "interrupted": 130}
@@ -156,7 +157,7 @@ def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None, kernels_d
         model_out.unlink(missing_ok=True)
         out["total_seconds"] = time.time() - t_start
         out.setdefault("val_bpb", None)
-        _write_json(run_dir / SUMMARY_FILE, out)
+        atomic.write_json(run_dir / SUMMARY_FILE, out)
     return out
 
 
@@ -206,12 +207,6 @@ def ensure_prepared(data: dict) -> None:
     if not ready:
         print(f"experiment: data={data['name']} is not prepared yet; preparing it now", flush=True)
         P.prepare(data)
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def report(out: dict) -> int:

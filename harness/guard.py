@@ -6,9 +6,10 @@ code did survives) and reported, so the harness can refuse the result.
 from __future__ import annotations
 
 import hashlib
-import os
 import site
 from pathlib import Path
+
+from trainer import atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("harness", "backends", "trainer", "kernels", "conf")
@@ -96,9 +97,7 @@ class Guard:
             if not p.exists() or p.read_bytes() != data:
                 self._keep(p, backup)
                 p.parent.mkdir(parents=True, exist_ok=True)
-                tmp = p.with_name(f".{p.name}.restore-{os.getpid()}")
-                tmp.write_bytes(data)
-                os.replace(tmp, p)
+                atomic.write_bytes(p, data)
         return backup
 
     @staticmethod

@@ -24,6 +24,7 @@ import torch
 import backends
 import trainer.prepare as prepare
 from harness.evaluate import load_definitions
+from trainer import atomic
 
 BASELINE = Path(__file__).resolve().parent / "baseline_train.py"
 
@@ -161,9 +162,7 @@ def main(argv: list[str]) -> int:
         "peak_memory_mb": bk.max_memory_allocated() / 2**20,
         "workload": workload_version(), "measure_seconds": time.time() - t0,
     }
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    atomic.write_json(out, result)
     return 0
 
 

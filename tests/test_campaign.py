@@ -1,7 +1,6 @@
 """`autoresearch run` / `record` / `ledger` end to end on CPU: random, scripted, external and
 claude agents, faults, and a campaign killed with SIGKILL and resumed."""
 import json
-import os
 import random
 import signal
 import subprocess

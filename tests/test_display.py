@@ -7,9 +7,9 @@ from harness.display import Display
 
 
 def fake_campaign(best=2.5, spent=(0.01, 0.02)):
-    ledger = SimpleNamespace(counts=lambda: {"keep": 2, "discard": 1, "crash": 1, "refused": 1},
-                             records=lambda: [{"agent_cost_usd": s} for s in spent])
-    return SimpleNamespace(ledger=ledger, budget_seconds=22.0, best_val=lambda: best)
+    ledger = SimpleNamespace(counts=lambda: {"keep": 2, "discard": 1, "crash": 1, "refused": 1})
+    return SimpleNamespace(ledger=ledger, budget_seconds=22.0, best_val=lambda: best,
+                           agent_spent=lambda: sum(spent))
 
 
 def test_status_line_has_everything():

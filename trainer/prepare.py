@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from trainer import sources
+from trainer import atomic, sources
 from trainer import tokenizer as bpe
 from trainer.packing import BestFitPacker
 
@@ -252,9 +252,8 @@ def evaluate_bpb(model, tokenizer, batch_size: int) -> float:
     out = os.environ.get(ENV_HANDOVER)
     if out:
         model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-        tmp = f"{out}.tmp-{os.getpid()}"
-        torch.save(model, tmp)
-        os.replace(tmp, out)
+        with atomic.replacing(out) as tmp:
+            torch.save(model, tmp)
         return float("nan")
     was_training = model.training
     model.eval()
@@ -291,7 +290,7 @@ def prepare(data: dict = DATA, log=print) -> dict:
         log(f"tokenizer: trained in {time.time() - t1:.1f} s -> {tok_dir}")
     stats = _stats(data, d)
     if data["name"] == "climbmix" or not ready.exists():
-        _write_json(ready, stats)
+        atomic.write_json(ready, stats)
     log(f"prepare: done in {time.time() - t0:.1f} s ({stats['val_bytes'] / 1e6:.2f} MB validation"
         f"{' sampled' if stats['val_sampled'] else ''}, {stats['val_bytes_per_token']:.3f} bytes/token)")
     return stats
@@ -320,10 +319,8 @@ def _write_splits(data: dict, d: Path, log) -> None:
         if not parts[0]:
             raise ValueError(f"data={data['name']}: the {split} split is empty")
         for k, texts in enumerate(parts):
-            path = d / f"{split}_{k:05d}.parquet"
-            tmp = d / f".{path.name}.tmp-{os.getpid()}"
-            pq.write_table(pa.table({"text": texts}), tmp)
-            os.replace(tmp, path)
+            with atomic.replacing(d / f"{split}_{k:05d}.parquet") as tmp:
+                pq.write_table(pa.table({"text": texts}), tmp)
     log(f"data: {sum(map(len, shards['train']))} train / {sum(map(len, shards['val']))} val documents -> {d}")
 
 
@@ -340,8 +337,3 @@ def _stats(data: dict, d: Path) -> dict:
     return {"data": data["name"], "dir": str(d), "vocab_size": enc.n_vocab, "val_bytes": val_bytes,
             "val_tokens": val_tokens, "val_sampled": sampled, "val_bytes_per_token": val_bytes / max(1, val_tokens)}
 
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)

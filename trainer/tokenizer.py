@@ -6,13 +6,14 @@ when it splits a multi-byte character and does not decode on its own.
 """
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 import tiktoken
+
+from trainer import atomic
 
 BOS = "<|bos|>"
 # Reserved for later use (chat turns, document ends) without retraining the merges.
@@ -61,10 +62,9 @@ def save(enc: tiktoken.Encoding, directory: Path) -> None:
         "mergeable_ranks": enc._mergeable_ranks,
         "special_tokens": enc._special_tokens,
     }
-    _atomic_write(directory / ENCODING_FILE, pickle.dumps(state))
-    tmp = directory / f"{TOKEN_BYTES_FILE}.tmp-{os.getpid()}.npy"
-    np.save(tmp, token_byte_lengths(enc))
-    os.replace(tmp, directory / TOKEN_BYTES_FILE)
+    atomic.write_bytes(directory / ENCODING_FILE, pickle.dumps(state))
+    with atomic.replacing(directory / TOKEN_BYTES_FILE) as tmp, open(tmp, "wb") as f:
+        np.save(f, token_byte_lengths(enc))
 
 
 def load(directory: Path) -> tiktoken.Encoding:
@@ -88,11 +88,3 @@ def capped(texts: Iterable[str], max_chars: int) -> Iterator[str]:
         seen += len(text)
         yield text
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -7,7 +7,7 @@ handed and says what it did. Stop conditions are exceptions that carry a message
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from harness.workspace import Workspace
