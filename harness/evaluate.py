@@ -9,7 +9,9 @@ of train.py's model class, which runs here when the model is loaded and called; 
   after every forward call (a monkeypatch is refused before it can touch a loss);
 - logits must be a plain torch.Tensor (no subclass overriding the loss arithmetic);
 - the model must be causal: on one randomly chosen evaluation batch, tokens from a
-  random position on are replaced and the logits before it must not move.
+  random position on are replaced and the logits before it must not move (beyond the
+  model's own run-to-run noise on an unchanged input, which is zero for deterministic
+  kernels).
 Writes eval.json: {status: ok|refused|nan|crash, val_bpb, reason, eval_seconds}.
 """
 from __future__ import annotations
@@ -136,31 +138,38 @@ def load_model(run_dir: Path, device) -> torch.nn.Module:
 
 # --------------------------------------------------------------------------- checks
 
-def causality(model, x: torch.Tensor, logits: torch.Tensor, autocast, low_precision: bool) -> None:
-    """Replace tokens from a random position on; earlier logits must not change."""
+def causality(model, x: torch.Tensor, logits: torch.Tensor, autocast) -> None:
+    """Replace tokens from a random position on; earlier logits must not change.
+
+    A causal model's prefix logits come out bitwise identical (same kernels, same shapes,
+    rows independent); the tolerance is the model's own run-to-run noise on an unchanged
+    input (zero for deterministic kernels), so even a weak dependence on the future shows.
+    """
     B, T = x.shape
     t0 = 1 + secrets.randbelow(T - 1) if T > 1 else 0
     x2 = x.clone()
     x2[:, t0:] = x.roll(1, dims=0)[:, t0:]  # other rows' real text: plausible, different
     if B == 1:
         x2[:, t0:] = (x[:, t0:] + 1) % prepare.VOCAB_SIZE
-    with autocast():
-        logits2 = model(x2)
-    logits2 = logits2[0] if isinstance(logits2, (tuple, list)) else logits2
-    before, after = logits[:, :t0].float(), logits2[:, :t0].float()
-    scale = max(1.0, before.abs().max().item())
-    tol = (2e-2 if low_precision else 1e-4) * scale
-    diff = (before - after).abs().max().item()
+
+    def logits_of(inp):
+        with autocast():
+            out = model(inp)
+        return (out[0] if isinstance(out, (tuple, list)) else out).float()
+
+    ref = logits.float()
+    noise = max((logits_of(x) - ref).abs().max().item() for _ in range(2))
+    diff = (logits_of(x2)[:, :t0] - ref[:, :t0]).abs().max().item()
+    tol = max(10 * noise, 1e-6 * max(1.0, ref.abs().max().item()))
     if not diff <= tol:  # also catches nan
         raise Refused(f"model is not causal: changing tokens from position {t0} on moved earlier "
-                      f"logits by {diff:.3g} (tolerance {tol:.3g})")
+                      f"logits by {diff:.3g} (tolerance {tol:.3g}: 10x its own run-to-run noise {noise:.3g})")
 
 
 def evaluate(run_dir: Path) -> dict:
     bk = backends.current()  # before the snapshot: it imports the backend module
     integrity = Integrity()
     device = bk.device()
-    low = bk.compute_dtype() != torch.float32
     batch = int(prepare.MODEL["device_batch_size"])
     model = load_model(run_dir, device)
     integrity.check()
@@ -174,7 +183,7 @@ def evaluate(run_dir: Path) -> dict:
         if type(logits) is not torch.Tensor:
             raise Refused(f"forward returned a {type(logits).__name__}, not a plain torch.Tensor")
         if check_causality and calls[0] == min(probe, steps - 1):
-            causality(model, x, logits, bk.autocast, low)
+            causality(model, x, logits, bk.autocast)
             integrity.check()
         calls[0] += 1
 
