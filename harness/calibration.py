@@ -70,7 +70,7 @@ def load(path: Path) -> dict | None:
         return None
 
 
-def calibrate(cfg: dict, log=print, force: bool | None = None) -> dict:
+def calibrate(cfg: dict, log=print) -> dict:
     """This device's calibration for cfg's preset: cached when valid, else measured."""
     bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
     ccfg = cfg["calibrate"]
@@ -79,7 +79,7 @@ def calibrate(cfg: dict, log=print, force: bool | None = None) -> dict:
     path = default_path(cfg, bk, cid)
     cached = load(path)
     why = validity(cached, ccfg)
-    if not why and not (ccfg["force"] if force is None else force):
+    if not why and not ccfg["force"]:
         log(f"calibrate: cached ({_age(cached)} old, CV {100 * cached['cv']:.1f}%): {path}")
         return _also_save(cached, ccfg)
     log(f"calibrate: {why if why else 'forced'}; measuring {bk.NAME} ({bk.device_name()}), "

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import backends
+from harness import budget as budget_mod
 from harness import experiment, gitwork
 from harness.agents import Context, Proposal, StopCampaign, make_agent
 from harness.display import Display
@@ -114,7 +115,7 @@ class Campaign:
         from harness import calibration
 
         experiment.ensure_prepared(self.cfg["data"])
-        self.calibration = calibration.calibrate(self.cfg) if self.cfg["budget"]["mode"] != "wall" else None
+        self.calibration = calibration.calibrate(self.cfg) if budget_mod.needs_calibration(self.cfg) else None
         self.budget_seconds = experiment.resolve_budget(self.cfg, self.calibration).seconds
 
     def run(self, display: Display) -> str:

@@ -5,7 +5,6 @@ code did survives) and reported, so the harness can refuse the result.
 """
 from __future__ import annotations
 
-import hashlib
 import site
 from pathlib import Path
 
@@ -65,12 +64,6 @@ class Guard:
         compile_all()
         self.snapshot = {p: p.read_bytes() for p in self._files()}
         return self
-
-    def digest(self) -> str:
-        h = hashlib.sha256()
-        for p, data in sorted(self.snapshot.items()):
-            h.update(str(p).encode() + b"\0" + hashlib.sha256(data).digest())
-        return h.hexdigest()
 
     def violations(self) -> list[str]:
         """'changed: path' / 'deleted: path' / 'added: path' lines; [] when intact."""
