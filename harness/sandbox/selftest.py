@@ -1,0 +1,81 @@
+"""selftest(): prove, on this machine, that a policy confines what it should.
+
+    problems = selftest(policy, deny_read=[val_dir], deny_write=[repo], device_code="import torch")
+    # [] when all is well; else one human-readable line per failure
+
+The child (harness/sandbox/_probe.py, run as `python -c`) is started exactly as a training
+run would be, via wrap(). Checks that the backend cannot enforce are skipped: on macOS
+setsid is not pinned and socket() is allowed (connect is what Seatbelt denies).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+MARK = "SANDBOX-PROBE "
+MAX_FILES = 50  # files tried beneath each deny_read dir
+
+
+def _files_beneath(path: str) -> list[str]:
+    """`path` itself when a file; up to MAX_FILES files beneath it when a dir."""
+    if not os.path.isdir(path):
+        return [path]
+    out = []
+    for root, _dirs, names in os.walk(path):
+        out += [os.path.join(root, n) for n in sorted(names)
+                if os.path.isfile(os.path.join(root, n))]
+        if len(out) >= MAX_FILES:
+            break
+    return out[:MAX_FILES]
+
+
+def selftest(policy, *, deny_read=(), deny_write=(), device_code: str | None = None,
+             env: dict | None = None, timeout: float = 120.0) -> list[str]:
+    """Run the probe under wrap(..., policy); [] when every check passes.
+    Raises SandboxUnavailable when this machine has no sandbox."""
+    from harness.sandbox import support, wrap
+
+    sup = support()
+    problems = [f"cannot check {p}: it does not exist"
+                for p in (*deny_read, *deny_write) if not os.path.exists(p)]
+    linux = sup.kind == "landlock"
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    cfg = {
+        "device_code": device_code or "",
+        "deny_read": [f for p in deny_read if os.path.exists(p) for f in _files_beneath(str(p))],
+        "deny_write": [str(p) for p in deny_write if os.path.isdir(p)],
+        "write": [os.path.abspath(p) for p in policy.write],
+        "tcp_port": listener.getsockname()[1],
+        "parent_pid": os.getpid(),
+        "socket_ban": linux and sup.seccomp,
+        "signal_scoped": sup.kind == "sandbox-exec" or (linux and sup.landlock_abi >= 6),
+        "sysv_denied": sup.kind == "sandbox-exec" or (linux and sup.seccomp),
+        "pgrp_pinned": linux and sup.seccomp,
+    }
+    source = (Path(__file__).with_name("_probe.py")).read_text()
+    argv = wrap([sys.executable, "-c", source, json.dumps(cfg)], policy, sup)
+    cwd = cfg["write"][0] if cfg["write"] else "/"
+    try:
+        proc = subprocess.Popen(argv, env=dict(os.environ) if env is None else env, cwd=cwd,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return problems + [f"sandbox selftest timed out after {timeout:g} s"]
+    finally:
+        listener.close()
+    reports = [ln[len(MARK):] for ln in out.splitlines() if ln.startswith(MARK)]
+    if proc.returncode != 0 or not reports:
+        tail = " | ".join(err.strip().splitlines()[-3:])
+        return problems + [f"sandbox selftest child exited {proc.returncode}: {tail}"]
+    return problems + json.loads(reports[-1])
