@@ -90,8 +90,9 @@ def _abi_notes(abi: int, has_seccomp: bool) -> list[str]:
                      + ("; seccomp's socket ban still applies" if has_seccomp else ""))
     if abi < 5:
         notes.append("device ioctls not restricted (Landlock ABI < 5)")
-    if abi < 6:
-        notes.append("signals and abstract unix sockets not scoped (Landlock ABI < 6)")
+    if abi < 6:  # with seccomp no socket can be made, abstract or not
+        notes.append("signals not scoped (Landlock ABI < 6)" if has_seccomp else
+                     "signals and abstract unix sockets not scoped (Landlock ABI < 6)")
     return notes
 
 
