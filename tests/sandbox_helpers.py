@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from harness.sandbox import seccomp, wrap
+from harness.sandbox import LAUNCH, seccomp, wrap
 
 PRELUDE = """
 import ctypes, errno, json, os, signal, socket, subprocess, sys, time
@@ -59,3 +59,23 @@ def run_bpf(prog, arch: int, nr: int, arg0: int = 0) -> int:
                     seccomp.JSET: bool(acc & k)}[code]
             pc += jt if cond else jf
         pc += 1
+
+
+def launch(*args, pre: str = ""):
+    """Run the launcher (optionally after `pre`, code run in the same process first)."""
+    code = (f"import os, sys\nsys.path.insert(0, {str(LAUNCH.parent)!r})\n{pre}\n"
+            f"os.execv(sys.executable, [sys.executable, '-E', '-s', '-S', {str(LAUNCH)!r}, *sys.argv[1:]])")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+def block_syscall(nr: int, err: int) -> str:
+    """Code that installs a seccomp filter failing syscall `nr` with `err` (as a hostile or
+    old container would), so the launcher meets a kernel that refuses Landlock."""
+    return f"""
+import ctypes, seccomp as s
+prog = s._assemble([(s.LD_W_ABS, 0, 0, s.OFF_NR), (s.JEQ, "no", 0, {nr}),
+                    (s.RET, 0, 0, s.RET_ALLOW), "no", (s.RET, 0, 0, s.RET_ERRNO | {err})])
+ctypes.CDLL(None).prctl(38, 1, 0, 0, 0)
+s.install(prog)
+"""

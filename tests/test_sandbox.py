@@ -14,7 +14,7 @@ import pytest
 from harness import sandbox
 from harness.sandbox import landlock, macos, seccomp
 from harness.sandbox import _abi_notes
-from tests.sandbox_helpers import confined, run_bpf
+from tests.sandbox_helpers import PRELUDE, block_syscall, confined, launch, run_bpf
 
 SUP = sandbox.support()
 linux_only = pytest.mark.skipif(
@@ -49,7 +49,7 @@ r["list_val"] = can(lambda: os.listdir(P["val"]))
 r["write_scratch"] = can(lambda: create(P["scratch"] + "/out"))
 r["write_ro"] = can(lambda: create(P["ro"] + "/out"))
 r["write_tmp"] = can(lambda: create("/tmp/sandbox-test-%d" % os.getpid()))
-r["truncate_train"] = can(lambda: open(P["train"] + "/a.txt", "r+").truncate(0))
+r["truncate_train"] = can(lambda: os.truncate(P["train"] + "/a.txt", 0))
 r["listed"] = os.listdir(P["listed"])
 r["read_listed"] = can(lambda: read(P["listed"] + "/f.txt"))
 """, tree["policy"], tree["scratch"], **{k: v for k, v in tree.items() if k != "policy"})
@@ -81,13 +81,14 @@ def test_network_denied(tree):
 for fam in ("AF_INET", "AF_INET6", "AF_UNIX"):
     r[fam] = err(lambda: socket.socket(getattr(socket, fam)).close())
 r["tcp"] = can(lambda: socket.create_connection(("127.0.0.1", P["port"]), timeout=3))
+r["abstract"] = can(lambda: socket.socket(socket.AF_UNIX).connect(P["name"]))
 r["socketpair"] = can(lambda: socket.socketpair())
-""", tree["policy"], tree["scratch"], port=tcp.getsockname()[1])
+""", tree["policy"], tree["scratch"], port=tcp.getsockname()[1], name=name)
     finally:
         tcp.close()
         abstract.close()
     assert r == {"AF_INET": errno.EPERM, "AF_INET6": errno.EPERM, "AF_UNIX": errno.EPERM,
-                 "tcp": False, "socketpair": True}
+                 "tcp": False, "abstract": False, "socketpair": True}
 
 
 @linux_only
@@ -153,7 +154,6 @@ print(json.dumps({"before": before, "after": os.getpgrp(), "gc": gc.pid,
                   "gc_pgid": os.getpgid(gc.pid)}), flush=True)
 time.sleep(60)
 """
-    from tests.sandbox_helpers import PRELUDE
     proc = subprocess.Popen(sandbox.wrap([sys.executable, "-c", PRELUDE + body, "{}"],
                                          tree["policy"]),
                             stdout=subprocess.PIPE, text=True, cwd=tree["scratch"],
@@ -209,29 +209,19 @@ r["clone3"] = call(libc.syscall, 435, None, 0)
 
 
 @linux_only
+def test_nested_launch_without_capabilities(tree):
+    """The launcher inside a sandbox (no capabilities left: the unprivileged path) works."""
+    policy = tree["policy"].merged(sandbox.Policy(read=(os.path.dirname(LAUNCH),)))
+    inner = sandbox.wrap([sys.executable, "-c", "print(open('/proc/self/status').read())"], policy)
+    res = subprocess.run(sandbox.wrap(inner, policy), capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert "Seccomp_filters:\t2" in res.stdout and "CapEff:\t0000000000000000" in res.stdout
+
+
+@linux_only
 def test_missing_policy_paths_are_skipped(tree):
     policy = tree["policy"].merged(sandbox.Policy(read=("/no/such/dir",), write=("/nope",)))
     assert confined("r['ok'] = 1", policy, tree["scratch"]) == {"ok": 1}
-
-
-def _launch(*args, pre: str = ""):
-    """Run the launcher (optionally after `pre`, code run in the same process first)."""
-    code = (f"import os, sys\nsys.path.insert(0, {os.path.dirname(LAUNCH)!r})\n{pre}\n"
-            f"os.execv(sys.executable, [sys.executable, '-E', '-s', '-S', {LAUNCH!r}, *sys.argv[1:]])")
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=30)
-
-
-def _block(nr: int, err: int) -> str:
-    """Code that installs a seccomp filter failing syscall `nr` with `err` (as a hostile or
-    old container would), so the launcher meets a kernel that refuses Landlock."""
-    return f"""
-import ctypes, seccomp as s
-prog = s._assemble([(s.LD_W_ABS, 0, 0, s.OFF_NR), (s.JEQ, "no", 0, {nr}),
-                    (s.RET, 0, 0, s.RET_ALLOW), "no", (s.RET, 0, 0, s.RET_ERRNO | {err})])
-ctypes.CDLL(None).prctl(38, 1, 0, 0, 0)
-s.install(prog)
-"""
 
 
 @linux_only
@@ -245,11 +235,11 @@ def test_launcher_refuses(tmp_path, case):
         "bad-json": (["{nope", "--", *touch], "", "Expecting"),
         "bad-shape": (['{"read": "/"}', "--", *touch], "", "string lists"),
         "no-separator": ([pol, *touch], "", "usage"),
-        "restrict_self": ([pol, "--", *touch], _block(446, errno.EPERM), "landlock_restrict_self"),
-        "no-landlock": ([pol, "--", *touch], _block(444, errno.ENOSYS), "Landlock"),
+        "restrict_self": ([pol, "--", *touch], block_syscall(446, errno.EPERM), "landlock_restrict_self"),
+        "no-landlock": ([pol, "--", *touch], block_syscall(444, errno.ENOSYS), "Landlock"),
         "no-command": ([pol, "--", str(tmp_path / "missing")], "", "cannot run"),
     }[case]
-    res = _launch(*args, pre=pre)
+    res = launch(*args, pre=pre)
     assert res.returncode == 126, res.stderr
     assert res.stderr.startswith("sandbox: ") and why in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
@@ -328,6 +318,8 @@ def test_selftest(tree):
     assert any("could read" in p and "a.txt" in p for p in problems), problems
     assert any("device code failed" in p for p in problems), problems
     assert not any("secret" in p for p in problems), problems
+    assert sandbox.selftest(tree["policy"], device_code="import time; time.sleep(30)",
+                            timeout=1) == ["sandbox selftest timed out after 1 s"]
 
 
 def test_policy_and_support_labels():

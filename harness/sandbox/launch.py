@@ -13,6 +13,7 @@ never runs unconfined.
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import resource
@@ -41,8 +42,9 @@ class Refused(Exception):
 
 
 def _prctl(option: int, arg2: int = 0, what: str = "") -> int:
-    ret = _libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                      ctypes.c_ulong(0))
+    # prctl is variadic: pass full-width unsigned longs, as the kernel reads them
+    ret = _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(0),
+                      ctypes.c_ulong(0), ctypes.c_ulong(0))
     if ret < 0:
         e = ctypes.get_errno()
         raise Refused(f"{what or f'prctl({option})'}: {os.strerror(e)}")
@@ -76,9 +78,11 @@ def drop_capabilities() -> None:
             last = int(f.read())
         for cap in range(last + 1):
             _prctl(PR_CAPBSET_DROP, cap, f"drop capability {cap} from the bounding set")
-    if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 \
-            and ctypes.get_errno() != 22:  # EINVAL: kernel < 4.3 has no ambient set
-        raise Refused(f"clear ambient capabilities: {os.strerror(ctypes.get_errno())}")
+    try:
+        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, "clear ambient capabilities")
+    except Refused:
+        if ctypes.get_errno() != errno.EINVAL:  # EINVAL: kernel < 4.3, no ambient set
+            raise
     if eff | perm | inh:
         hdr, data = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0), (_CapData * 2)()
         if _libc.capset(ctypes.byref(hdr), data) != 0:
@@ -116,7 +120,7 @@ def main(args: list[str]) -> int:
                 for v in policy.values()):
             raise ValueError("want an object of string lists")
         confine(policy)
-    except (Refused, ValueError) as e:
+    except (Refused, ValueError, OSError) as e:
         print(f"sandbox: {e}", file=sys.stderr)
         return 126
     command = args[2:]

@@ -159,7 +159,8 @@ def install(prog: list[tuple[int, int, int, int]]) -> None:
     fprog = SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
     libc = ctypes.CDLL(None, use_errno=True)
     PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
-    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+    if libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
+                  ctypes.byref(fprog), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"seccomp filter: {errno.errorcode.get(e, e)}")
 
@@ -170,6 +171,7 @@ def available() -> bool:
         return False
     PR_GET_SECCOMP = 21
     try:
-        return ctypes.CDLL(None, use_errno=True).prctl(PR_GET_SECCOMP, 0, 0, 0, 0) >= 0
+        zero = ctypes.c_ulong(0)
+        return ctypes.CDLL(None).prctl(ctypes.c_int(PR_GET_SECCOMP), zero, zero, zero, zero) >= 0
     except (OSError, AttributeError):
         return False

@@ -44,26 +44,25 @@ def selftest(policy, *, deny_read=(), deny_write=(), device_code: str | None = N
     problems = [f"cannot check {p}: it does not exist"
                 for p in (*deny_read, *deny_write) if not os.path.exists(p)]
     linux = sup.kind == "landlock"
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    cfg = {
-        "device_code": device_code or "",
-        "deny_read": [f for p in deny_read if os.path.exists(p) for f in _files_beneath(str(p))],
-        "deny_write": [str(p) for p in deny_write if os.path.isdir(p)],
-        "write": [os.path.abspath(p) for p in policy.write],
-        "tcp_port": listener.getsockname()[1],
-        "parent_pid": os.getpid(),
-        "socket_ban": linux and sup.seccomp,
-        "signal_scoped": sup.kind == "sandbox-exec" or (linux and sup.landlock_abi >= 6),
-        "sysv_denied": sup.kind == "sandbox-exec" or (linux and sup.seccomp),
-        "pgrp_pinned": linux and sup.seccomp,
-    }
-    source = (Path(__file__).with_name("_probe.py")).read_text()
-    argv = wrap([sys.executable, "-c", source, json.dumps(cfg)], policy, sup)
-    cwd = cfg["write"][0] if cfg["write"] else "/"
+    listener = socket.create_server(("127.0.0.1", 0))  # a live port the child must not reach
     try:
-        proc = subprocess.Popen(argv, env=dict(os.environ) if env is None else env, cwd=cwd,
+        cfg = {
+            "device_code": device_code or "",
+            "deny_read": [f for p in deny_read if os.path.exists(p)
+                          for f in _files_beneath(str(p))],
+            "deny_write": [str(p) for p in deny_write if os.path.isdir(p)],
+            "write": [os.path.abspath(p) for p in policy.write],
+            "tcp_port": listener.getsockname()[1],
+            "parent_pid": os.getpid(),
+            "socket_ban": linux and sup.seccomp,
+            "signal_scoped": sup.kind == "sandbox-exec" or (linux and sup.landlock_abi >= 6),
+            "sysv_denied": sup.kind == "sandbox-exec" or (linux and sup.seccomp),
+            "pgrp_pinned": linux and sup.seccomp,
+        }
+        source = Path(__file__).with_name("_probe.py").read_text()
+        argv = wrap([sys.executable, "-c", source, json.dumps(cfg)], policy, sup)
+        proc = subprocess.Popen(argv, env=dict(os.environ) if env is None else env,
+                                cwd=cfg["write"][0] if cfg["write"] else "/",
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
@@ -72,6 +71,10 @@ def selftest(policy, *, deny_read=(), deny_write=(), device_code: str | None = N
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             return problems + [f"sandbox selftest timed out after {timeout:g} s"]
+        try:  # whatever the device code left running dies with the probe
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     finally:
         listener.close()
     reports = [ln[len(MARK):] for ln in out.splitlines() if ln.startswith(MARK)]
