@@ -267,6 +267,17 @@ def test_landlock_error_paths(tmp_path):
         os.close(fd)
 
 
+@linux_only
+def test_rulesets_for_every_older_abi(tmp_path):
+    """A newer kernel accepts the shorter attr struct and smaller masks of each older ABI."""
+    for abi in range(1, landlock.abi_version() + 1):
+        fd = landlock.create_ruleset(abi)
+        try:
+            assert landlock.add_path(fd, str(tmp_path), (1 << 16) - 1, abi)
+        finally:
+            os.close(fd)
+
+
 def test_handled_rights_follow_the_abi():
     assert landlock.handled_fs(1) == (1 << 13) - 1
     assert landlock.handled_fs(2) & landlock.REFER and not landlock.handled_fs(2) & landlock.TRUNCATE
