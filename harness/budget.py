@@ -6,7 +6,8 @@
 - tokens: the same number of training tokens everywhere (reference_seconds x reference
   tokens/s): identical step counts on every device.
 - flops: the same training FLOPs everywhere: those tokens x the frozen baseline's
-  FLOPs/token; a bigger model gets fewer steps.
+  FLOPs/token, by the harness's rule (6 x the model's floating-point elements, counted
+  in the handed-over file); a bigger model gets fewer steps.
 The reference (budget.reference) is `default` (the preset's row in
 conf/reference_devices.yaml), a row name there, `self`, a calibration's id, or the path of
 a calibration JSON.
@@ -94,7 +95,12 @@ def _need(own: dict | None, what: str) -> None:
 
 
 def needs_calibration(cfg: dict) -> bool:
-    return cfg["budget"]["mode"] != "wall"
+    """Every mode but wall derives its length from calibration; every mode takes its
+    start-up allowance and the causality probe's tolerance from it, unless both are set."""
+    ev = cfg["eval"]
+    fixed = cfg["budget"].get("allowance_seconds") is not None and (
+        not ev.get("causality_check", True) or ev.get("probe_tolerance") is not None)
+    return cfg["budget"]["mode"] != "wall" or not fixed
 
 
 def resolve(cfg: dict, own: dict | None) -> Budget:
@@ -118,7 +124,7 @@ def resolve(cfg: dict, own: dict | None) -> Budget:
         why = f"tokens: {tokens:,} training tokens ({ref_s:g} s on {ref_desc}); ~{seconds:.1f} s here"
         return _bounded(Budget("tokens", seconds, tokens=tokens, reference=ref_desc, reason=why), b)
     if mode == "flops":
-        flops = work * float(own["flops_per_token"])  # the frozen baseline's FLOPs/token
+        flops = work * float(own["model_flops_per_token"])  # the frozen baseline's, by the harness's rule
         why = f"flops: {flops:.3e} training FLOPs ({ref_s:g} s on {ref_desc}); ~{seconds:.1f} s here for the baseline"
         return _bounded(Budget("flops", seconds, flops=flops, reference=ref_desc, reason=why), b)
     raise BudgetError(f"unknown budget.mode={mode!r}")

@@ -38,9 +38,13 @@ def directory(cfg: dict) -> Path:
     return Path(os.path.expanduser(cfg["data"]["cache_dir"])) / "calibration"
 
 
+FORMAT = 2  # 2: start-up, probe noise and the FLOPs rule are measured too
+
+
 def identity(cfg: dict, bk) -> dict:
     data = {k: cfg["data"][k] for k in ("name", "vocab_size", "max_seq_len")}
-    return {"fingerprint": bk.fingerprint(), "model": cfg["model"], "data": data, "workload": workload_version()}
+    return {"fingerprint": bk.fingerprint(), "model": cfg["model"], "data": data, "workload": workload_version(),
+            "format": FORMAT}
 
 
 def calibration_id(ident: dict) -> str:
@@ -102,8 +106,9 @@ def _measure(cfg: dict, bk, log) -> dict:
         tmp = Path(tmp)
         settings = {"data": cfg["data"], "model": cfg["model"], "budget": {"mode": "wall", "seconds": 1.0}}
         (tmp / "run_config.json").write_text(json.dumps(settings))
-        env = child_env(bk.NAME, cfg["backend"].get("threads"), tmp / "run_config.json", tmp / "unused.pt")
+        env = child_env(bk.NAME, cfg["backend"].get("threads"), tmp / "run_config.json", None)
         env["AUTORESEARCH_CALIBRATE"] = json.dumps(cfg["calibrate"])
+        env["AUTORESEARCH_SPAWN"] = repr(time.monotonic())
         monitor = LoadMonitor(bk.NAME)
         limit = float(cfg["calibrate"]["timeout_seconds"])
         res = proc.run([sys.executable, "-m", "harness.workload", str(tmp / "out.json")], cwd=tmp, env=env,
@@ -235,6 +240,9 @@ def table(cal: dict) -> str:
         ("MFU (datasheet peak)", pct(cal["mfu_datasheet"])),
         ("MFU (measured matmul)", pct(cal["mfu_measured_peak"])),
         ("peak memory", f"{cal['peak_memory_mb']:,.0f} MB"),
+        ("start-up", f"{cal['startup_seconds']:.1f} s to the end of the warm-up steps (experiments may take "
+                     f"1.5x + 1 s before their clock starts)"),
+        ("probe noise", f"{cal['probe_noise']:.3g} nats (the causality probe allows 10x, at least a dtype floor)"),
     ]
     if cal.get("noise"):
         n = cal["noise"]

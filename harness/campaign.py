@@ -116,7 +116,7 @@ class Campaign:
 
         experiment.ensure_prepared(self.cfg["data"])
         self.calibration = calibration.calibrate(self.cfg) if budget_mod.needs_calibration(self.cfg) else None
-        self.budget_seconds = experiment.resolve_budget(self.cfg, self.calibration).seconds
+        self.budget_seconds = experiment.resolve_budget(self.cfg, self.calibration)[0].seconds
 
     def run(self, display: Display) -> str:
         """Cycle until a limit or the agent stops; returns why it stopped."""
@@ -276,7 +276,7 @@ class Campaign:
                "description": pending["description"], "backend": self.bk.NAME, "device": out.get("device"),
                "budget_s": out.get("budget_seconds"), "time": _now(), "experiment_status": out["status"],
                "reason": out.get("reason", ""), "error_tail": (out.get("log_tail") or "")[-3000:],
-               "steps": out.get("num_steps"), "tokens": (out.get("num_steps") or 0) * self.cfg["model"]["total_batch_size"],
+               "steps": out.get("num_steps"), "tokens": out.get("total_tokens"), "isolation": out.get("isolation"),
                "mfu_percent": out.get("mfu_percent"), "training_seconds": out.get("training_seconds"),
                "total_seconds": out.get("total_seconds"), "eval_seconds": out.get("eval_seconds"),
                "budget_mode": out.get("budget_mode"), "calibration_id": (self.calibration or {}).get("id"),

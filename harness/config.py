@@ -61,7 +61,11 @@ class BudgetConf:
     min_seconds: float = 10.0  # sane bounds on the resulting wall budget ...
     max_seconds: float = 7200.0
     force: bool = False  # ... unless forced
-    allowance_seconds: Optional[float] = None  # hard kill at seconds + this; None = auto
+    # most seconds from the start of train.py to the start of the training clock;
+    # None = measured on the frozen baseline by calibration (1.5 x its start-up + 1 s)
+    allowance_seconds: Optional[float] = None
+    warmup_tokens: Optional[int] = None  # tokens served before the clock starts; None = 2 x model.total_batch_size
+    grace_seconds: Optional[float] = None  # past the budget before a run is cut off; None = max(1, 2% of the budget)
 
 
 @dataclass
@@ -80,8 +84,16 @@ class CalibrateConf:
 
 @dataclass
 class EvalConf:
-    timeout_seconds: float = 900.0  # hard limit on the evaluation process
-    causality_check: bool = True  # refuse models whose logits read future tokens
+    timeout_seconds: float = 900.0  # hard limit on the whole evaluation (both model runners)
+    causality_check: bool = True  # run the probe: refuse models that read future tokens or other rows
+    probe_batches: int = 8  # batches of scored rows, suffixes replaced, a fresh runner must agree on
+    probe_tolerance: Optional[float] = None  # nats; None = from calibration (10 x the baseline's noise, >= a dtype floor)
+
+
+class Isolation(str, Enum):
+    auto = "auto"  # sandbox where the OS can, else run unprotected with a loud warning
+    on = "on"  # refuse to run without a sandbox
+    off = "off"  # no sandbox: results are not tamper-proof
 
 
 class Scope(str, Enum):
@@ -145,6 +157,7 @@ class Config:
     campaign: CampaignConf = field(default_factory=CampaignConf)
     keep: KeepConf = field(default_factory=KeepConf)
     scope: Scope = Scope.train
+    isolation: Isolation = Isolation.auto  # the sandbox for everything the agent wrote
     description: str = ""  # autoresearch record: what the external agent changed
     train_file: Optional[str] = None  # train.py to run; None = the project's trainer/train.py
     quiet: bool = False  # do not stream train.py's output

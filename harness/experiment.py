@@ -1,17 +1,20 @@
 """`autoresearch experiment`: run train.py once under a budget; the harness owns val_bpb.
 
-    autoresearch experiment backend=cpu model=tiny budget.seconds=30
+    autoresearch experiment backend=cpu model=tiny budget.mode=wall budget.seconds=30
     autoresearch experiment train_file=path/to/train.py
 
-1. The run directory gets a copy of train.py, a `prepare.py` alias of the immutable
-   module (so upstream-style `import prepare` works) and run_config.json.
+1. The run directory gets `train/` (train.py's scratch: a copy of train.py, a
+   `prepare.py` alias of the immutable module and run_config.json) and `handover/`
+   (a second copy of train.py and the config, which the model runners read).
 2. Immutable files are hashed (harness/guard.py).
-3. train.py runs in a child process, killed at budget + allowance; its
-   `evaluate_bpb(...)` hands the trained model over instead of scoring it.
-4. A second child (harness/evaluate.py) rebuilds the model from a fresh copy of
-   train.py, checks causality and integrity, and computes val_bpb with reference kernels.
+3. train.py runs sandboxed (harness/isolation.py), fed and timed by the harness
+   (harness/training.py, harness/feed.py); its `evaluate_bpb(...)` saves the model and
+   hands over; its whole process tree is killed at once.
+4. The scorer (harness/score.py, in this process) computes val_bpb from logits that
+   sandboxed runners return, and decides causality with a fresh runner.
 5. The hashes are checked again; a changed immutable file is restored and refused.
-The summary block is printed and written to RUN_DIR/summary.json (atomically).
+The summary block is printed and written to RUN_DIR/summary.json (atomically); every
+field in it is the harness's own; train.py's own `---` block is kept under `train`.
 """
 from __future__ import annotations
 
@@ -19,13 +22,15 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import backends
 from harness import budget as budget_mod
-from harness import proc, summary
+from harness import isolation, limits, score, summary, training
+from harness.feed import Feed
 from harness.guard import ROOT, Guard
 from trainer import atomic
 
@@ -39,53 +44,52 @@ import trainer.prepare
 sys.modules[__name__] = trainer.prepare
 '''
 SUMMARY_FILE = "summary.json"
-NAN_PATTERN = re.compile(r"\bnan\b|\binf\b", re.IGNORECASE)
 
 
-def allowance(budget: dict) -> float:
-    """Seconds past the training budget before the hard kill (start-up, compile, handover)."""
-    if budget.get("allowance_seconds") is not None:
-        return float(budget["allowance_seconds"])
-    return max(60.0, 0.5 * float(budget["seconds"]))
-
-
-def child_env(backend: str, threads, run_config: Path, model_out: Path, first_paths: list[Path] = ()) -> dict:
-    env = dict(os.environ)
+def child_env(backend: str, threads, run_config: Path, model_out: Path | None, first_paths: list[Path] = ()) -> dict:
+    """The environment of a child the harness starts: the harness's own, minus anything that
+    looks like a credential (the agent's code has no business with API keys)."""
+    env = {k: v for k, v in os.environ.items() if not SECRET.search(k)}
     env.update({
         backends.ENV_BACKEND: backend,
         "AUTORESEARCH_RUN_CONFIG": str(run_config),
-        "AUTORESEARCH_MODEL_OUT": str(model_out),
         "PYTHONPATH": os.pathsep.join([str(p) for p in first_paths] + [str(ROOT)]
-                                      + [p for p in [env.get("PYTHONPATH")] if p]),
+                                      + [p for p in [os.environ.get("PYTHONPATH")] if p]),
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",  # any new .pyc in the project is then a planted one
     })
+    if model_out is not None:
+        env["AUTORESEARCH_MODEL_OUT"] = str(model_out)
     if threads:
         env[backends.ENV_THREADS] = str(threads)
     return env
 
 
-def _write_workdir(d: Path, train_src: str, settings: dict) -> None:
+SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+def _write_workdir(d: Path, train_src: str, settings: dict, alias: bool = True) -> None:
     d.mkdir(parents=True, exist_ok=True)
     (d / "train.py").write_text(train_src)
-    (d / "prepare.py").write_text(PREPARE_ALIAS)
+    if alias:
+        (d / "prepare.py").write_text(PREPARE_ALIAS)
     (d / "run_config.json").write_text(json.dumps(settings, indent=2))
 
 
-def resolve_budget(cfg: dict, own_calibration: dict | None = None) -> budget_mod.Budget:
-    """The run's budget; calibrates this device first when the mode needs it and no valid
-    calibration is cached (and says so)."""
+def resolve_budget(cfg: dict, own_calibration: dict | None = None) -> tuple[budget_mod.Budget, dict | None]:
+    """The run's budget and this device's calibration (for the start-up allowance and the
+    probe's tolerance); calibrates first when needed and none is cached (and says so)."""
     if own_calibration is None and budget_mod.needs_calibration(cfg):
         from harness import calibration
 
         own_calibration = calibration.calibrate(cfg, log=lambda m: print(m, flush=True))
-    return budget_mod.resolve(cfg, own_calibration)
+    return budget_mod.resolve(cfg, own_calibration), own_calibration
 
 
-def _kernels_overlay(run_dir: Path, kernels_dir: Path) -> Path:
+def _kernels_overlay(scratch: Path, kernels_dir: Path) -> Path:
     """A folder whose `kernels` is the campaign's edited copy, put first on the training
-    child's path (scope=kernels). The evaluator never sees it: it uses the references."""
-    overlay = run_dir / "overlay"
+    child's path (scope=kernels). The runners never see it: they use the references."""
+    overlay = scratch / "overlay"
     overlay.mkdir(parents=True, exist_ok=True)
     (overlay / "kernels").symlink_to(kernels_dir.resolve(), target_is_directory=True)
     return overlay
@@ -94,103 +98,129 @@ def _kernels_overlay(run_dir: Path, kernels_dir: Path) -> Path:
 def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None, kernels_dir: Path | None = None,
         announce: bool = True) -> dict:
     """Run one experiment; return its summary (also written to run_dir/summary.json)."""
-    t_start = time.time()
+    t_start = time.monotonic()
     bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
     train_path = Path(cfg["train_file"]).expanduser() if cfg.get("train_file") else ROOT / "trainer" / "train.py"
     if not train_path.is_file():
         raise FileNotFoundError(f"train_file={train_path}: no such file")
     train_src = train_path.read_text()
     ensure_prepared(cfg["data"])
-    budget = resolve_budget(cfg, own_calibration)
+    budget, cal = resolve_budget(cfg, own_calibration)
     say = (lambda msg: print(msg, flush=True)) if announce else (lambda msg: None)
+    iso = isolation.choose(cfg, bk, log=lambda m: print(m, flush=True))
+    lim = limits.resolve(cfg, cal, budget, _dtype_name(bk))
     say(f"budget: {budget.reason}")
     settings = {"data": cfg["data"], "model": cfg["model"], "budget": budget.settings(),
                 "backend": {"name": bk.NAME, "threads": cfg["backend"].get("threads")}}
-    work, ev = run_dir / "train", run_dir / "eval"
-    _write_workdir(work, train_src, settings)
-    guard = Guard(extra=[work / "prepare.py", work / "run_config.json"]).take()
-    model_out = run_dir / "model.pt"
-    overlay = [_kernels_overlay(run_dir, kernels_dir)] if kernels_dir is not None else []
-    env = child_env(bk.NAME, cfg["backend"].get("threads"), work / "run_config.json", model_out, overlay)
-    echo = not cfg.get("quiet", False)
+    scratch, handover = run_dir / "train", run_dir / "handover"
+    _write_workdir(scratch, train_src, settings)
+    _write_workdir(handover, train_src, settings, alias=False)
+    guard = Guard(extra=[handover / "train.py", handover / "run_config.json",
+                         *sorted(p for p in iso.tokenizer_dir.glob("*") if p.is_file())]).take()
     out = {"status": "ok", "reason": "", "budget_mode": budget.mode, "budget_seconds": budget.seconds,
-           "backend": bk.NAME, "device": bk.device_name(), "run_dir": str(run_dir)}
+           "backend": bk.NAME, "device": bk.device_name(), "run_dir": str(run_dir), "isolation": iso.label,
+           "budget_reason": budget.reason, "allowance_seconds": lim.allowance, "warmup_tokens": lim.warmup_tokens}
     if budget.tokens:
         out["budget_tokens"] = budget.tokens
     if budget.flops:
         out["budget_flops"] = budget.flops
-    out["budget_reason"] = budget.reason
-    # tokens/flops budgets are estimates in seconds: the hard limit leaves room for a slow run
-    slack = 1.5 if budget.mode in ("tokens", "flops") else 1.0
-    limit = budget.seconds * slack + allowance({**cfg["budget"], "seconds": budget.seconds})
     say(f"experiment: {train_path} on {bk.NAME} ({out['device']}), model={cfg['model']['name']}, "
-        f"data={cfg['data']['name']}, budget {budget.seconds:.1f} s ({budget.mode}), hard limit {limit:.0f} s")
+        f"data={cfg['data']['name']}, budget {budget.seconds:.1f} s ({budget.mode}), start-up allowance "
+        f"{lim.allowance:.1f} s, isolation {iso.label}")
+    feed = Feed(cfg["data"], budget, warmup_tokens=lim.warmup_tokens, allowance=lim.allowance, grace=lim.grace,
+                baseline_flops_per_token=(cal or {}).get("model_flops_per_token"),
+                first_rows=int(cfg["model"]["device_batch_size"]))
     try:
-        res = proc.run([sys.executable, "train.py"], cwd=work, env=env, limit=limit,
-                       log=run_dir / "train.log", echo=echo, prefix="  | ")
-        out.update({k: v for k, v in summary.parse(res.output).items() if k != "val_bpb"})
-        out.update(_train_status(res, model_out, limit))
-        out["train_process_seconds"] = res.seconds
+        overlay = [_kernels_overlay(scratch, kernels_dir)] if kernels_dir is not None else []
+        env = {**child_env(bk.NAME, cfg["backend"].get("threads"), scratch / "run_config.json",
+                           scratch / training.HANDOVER_FILE, overlay), **iso.env(scratch)}
+        cmd = iso.wrap([sys.executable, "train.py"], iso.training_policy(scratch, kernels_dir))
+        t = training.run(cmd, scratch=scratch, handover=handover, env=env, feed=feed,
+                         log=run_dir / "train.log", echo=not cfg.get("quiet", False), backend=bk.NAME)
+        out.update(t.fields)
+        out["train"] = t.reported  # train.py's own figures: its claims, never the harness's fields
+        out.update(status=t.status, reason=t.reason)
+        if t.status != "ok":
+            out["log_tail"] = t.log_tail
+        else:
+            _account(out, t.model, budget)
         if out["status"] == "ok":
-            # A fresh copy of train.py (the one in `work` may have been rewritten by the run).
-            _write_workdir(ev, train_src, settings)
-            env_eval = child_env(bk.NAME, cfg["backend"].get("threads"), ev / "run_config.json", model_out)
-            env_eval["AUTORESEARCH_KERNELS"] = "reference"
-            env_eval["AUTORESEARCH_CAUSALITY"] = "1" if cfg["eval"]["causality_check"] else "0"
-            (ev / "model.pt").unlink(missing_ok=True)
-            os.replace(model_out, ev / "model.pt")
-            say("experiment: evaluating (separate process, reference kernels) ...")
-            res_e = proc.run([sys.executable, "-m", "harness.evaluate", str(ev)], cwd=ev, env=env_eval,
-                             limit=float(cfg["eval"]["timeout_seconds"]), log=run_dir / "eval.log", echo=False)
-            out.update(_eval_status(res_e, ev))
-            out["eval_process_seconds"] = res_e.seconds
-            (ev / "model.pt").unlink(missing_ok=True)
+            say("experiment: evaluating (sandboxed model runners; the metric stays in the harness) ...")
+            out.update(_evaluate(cfg, bk, iso, lim, run_dir, handover, say))
     except KeyboardInterrupt:
         out.update(status="interrupted", reason="interrupted by the user")
     finally:
+        feed.close()
         changed = guard.violations()
         if changed:
             kept = guard.restore(backup=run_dir / "tampered")
             out.update(status="refused", val_bpb=None,
                        reason=f"immutable files were modified (restored; the modified copies are in {kept}): "
                               + "; ".join(changed[:5]))
-        model_out.unlink(missing_ok=True)
-        out["total_seconds"] = time.time() - t_start
+        (handover / training.HANDOVER_FILE).unlink(missing_ok=True)
+        for d in [scratch, *run_dir.glob("runner-*")]:
+            shutil.rmtree(d, ignore_errors=True)
+        out["total_seconds"] = time.monotonic() - t_start
         out.setdefault("val_bpb", None)
         atomic.write_json(run_dir / SUMMARY_FILE, out)
     return out
 
 
-def _train_status(res: proc.ChildResult, model_out: Path, limit: float) -> dict:
-    tail = "\n".join(res.output.splitlines()[-30:])
-    if res.timed_out:
-        return {"status": "timeout", "reason": f"train.py ran past the hard limit of {limit:.0f} s and was killed",
-                "log_tail": tail}
-    if res.returncode != 0:
-        nan = any(NAN_PATTERN.search(line) and ("loss" in line.lower() or "fail" in line.lower())
-                  for line in res.output.splitlines()[-20:])
-        status = "nan" if nan else "crash"
-        return {"status": status, "reason": f"train.py exited with code {res.returncode}", "log_tail": tail}
-    if not model_out.exists():
-        return {"status": "crash", "log_tail": tail,
-                "reason": "train.py finished without handing over its model: it must call "
-                          "evaluate_bpb(model, tokenizer, batch_size) from prepare"}
-    return {}
+def _account(out: dict, model: Path, budget: budget_mod.Budget) -> None:
+    """The harness's figures from the handed-over file: parameters, FLOPs per token (6 per
+    floating-point element of the model), MFU; a flops budget is checked here."""
+    from harness import modelfile
+
+    try:
+        facts = modelfile.inspect(model)
+    except modelfile.ModelFileError as e:
+        out.update(status="crash", reason=f"the handed-over model file is unreadable: {e}")
+        return
+    fpt = 6.0 * facts.num_float_elements
+    out.update(num_params_M=facts.num_params / 1e6, model_flops_per_token=fpt)
+    bk = backends.current()
+    peak = bk.peak_flops(bk.compute_dtype())
+    secs = out.get("training_seconds") or 0.0
+    out["mfu_percent"] = 100 * fpt * out["timed_tokens"] / secs / peak if peak and secs > 0 else None
+    if budget.mode == "flops" and budget.flops:
+        used = fpt * out["total_tokens"]
+        slack = fpt * (out["total_tokens"] / max(1, out["num_steps"]))  # the last batch may cross the line
+        if used > budget.flops + slack:
+            out.update(status="refused", reason=(
+                f"trained past the FLOP budget: {used:.3e} FLOPs (6 x {facts.num_float_elements:,} model elements "
+                f"x {out['total_tokens']:,} tokens) of {budget.flops:.3e}; declare the model's FLOPs per token "
+                f"through prepare.budget_progress(..., flops) so the feed stops in time"))
 
 
-def _eval_status(res: proc.ChildResult, ev: Path) -> dict:
-    path = ev / "eval.json"
-    if res.timed_out or not path.exists():
-        why = "timed out" if res.timed_out else f"exited with code {res.returncode} without a result"
-        return {"status": "timeout" if res.timed_out else "crash", "reason": f"evaluation {why}",
-                "log_tail": "\n".join(res.output.splitlines()[-30:])}
-    result = json.loads(path.read_text())
-    out = {"status": result["status"], "val_bpb": result.get("val_bpb"), "eval_seconds": result.get("eval_seconds")}
-    if result.get("reason"):
-        out["reason"] = result["reason"]
-    if result["status"] == "crash":
-        out["log_tail"] = "\n".join(res.output.splitlines()[-30:])
-    return out
+def _evaluate(cfg: dict, bk, iso: isolation.Isolation, lim: limits.Limits, run_dir: Path, handover: Path,
+              say) -> dict:
+    spec = score.Spec(cfg["data"], int(cfg["model"]["device_batch_size"]), lim.probe_batches,
+                      lim.tolerance, lim.tolerance_source, float(cfg["eval"]["timeout_seconds"]))
+
+    def launch(name: str) -> score.Runner:
+        from harness import proc
+        from harness import runner as runner_mod
+
+        scratch = run_dir / f"runner-{name}"
+        scratch.mkdir(parents=True, exist_ok=True)
+        r = score.Runner(name, spec.batch_rows, int(cfg["data"]["max_seq_len"]), spec.vocab)
+        env = {**child_env(bk.NAME, cfg["backend"].get("threads"), handover / "run_config.json", None),
+               **iso.env(scratch), runner_mod.ENV_RUNNER: r.env_value(handover), "AUTORESEARCH_KERNELS": "reference"}
+        cmd = iso.wrap([sys.executable, "-m", "harness.runner"], iso.runner_policy(scratch, handover))
+        return r.started(proc.Child.start(cmd, cwd=scratch, env=env, log=run_dir / f"eval-{name}.log",
+                                          pass_fds=r.fds()))
+
+    res = score.score(spec, launch, log=say)
+    if res["status"] in ("crash", "timeout"):
+        tails = [(run_dir / f"eval-{n}.log") for n in ("scored", "probe")]
+        res["log_tail"] = "\n".join(line for p in tails if p.exists() for line in p.read_text().splitlines()[-15:])
+    return res
+
+
+def _dtype_name(bk) -> str:
+    from backends._common import dtype_name
+
+    return dtype_name(bk.compute_dtype())
 
 
 def ensure_prepared(data: dict) -> None:
@@ -213,10 +243,15 @@ def report(out: dict) -> int:
     """Print the outcome; return the verb's exit code."""
     if out["status"] != "ok":
         if out.get("log_tail"):
-            print("---- log tail ----\n" + out["log_tail"], file=sys.stderr)
+            # prefixed like the live echo: no line of train.py's can pass for a summary line
+            tail = "\n".join("  | " + line for line in out["log_tail"].splitlines())
+            print("---- log tail ----\n" + tail, file=sys.stderr)
         print(f"experiment: {out['status'].upper()}: {out.get('reason', '')}", file=sys.stderr)
+    if out.get("isolation") == "none":
+        print("experiment: WARNING: isolation: none: this result is not tamper-proof", file=sys.stderr)
     v = out.get("val_bpb")
-    out_print = {k: v for k, v in out.items() if k not in ("reason", "log_tail")}
+    out_print = {k: v for k, v in out.items() if k not in ("reason", "log_tail", "train", "probe")}
+    out_print.update({f"train.{k}": v for k, v in (out.get("train") or {}).items()})
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         out_print.pop("val_bpb", None)  # no val_bpb line: the contract's mark of a failed run
     print(summary.format_block(out_print), flush=True)

@@ -1,4 +1,16 @@
-"""Child processes with a hard wall-clock limit: logged, echoed, killed as a group."""
+"""Child processes: started in their own process group, logged (with a size cap), echoed,
+and killed as a whole tree.
+
+    child = Child.start(cmd, cwd=..., env=..., log=path, echo=False, pass_fds=(fd,))
+    child.wait(timeout)            # None while it runs
+    child.kill_tree()              # the child and every process it started, dead and reaped
+    res = run(cmd, ..., limit=60)  # start + wait + kill at the limit, for trusted helpers
+
+Everything a sandboxed child starts stays in its process group (the sandbox makes
+setsid/setpgid no-ops), so one killpg ends it all. Without a sandbox a process could
+leave the group; the harness is then the subreaper of its descendants (Linux), so
+orphans come back to it and `kill_tree` finds them among its own children.
+"""
 from __future__ import annotations
 
 import os
@@ -11,6 +23,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+MAX_LOG_BYTES = 32 << 20  # a child printing without end must not fill the disk
+
 
 @dataclass
 class ChildResult:
@@ -20,42 +34,149 @@ class ChildResult:
     output: str  # the last lines of stdout+stderr
 
 
-def run(cmd: list[str], *, cwd: Path, env: dict, limit: float, log: Path, echo: bool,
-        prefix: str = "", tail_lines: int = 400, on_start=None) -> ChildResult:
-    """Run cmd, copying its output to `log` (and stdout when echo); kill at `limit` s.
-    `on_start(pid)` is called once the child exists (e.g. to watch its CPU use)."""
-    t0 = time.time()
-    tail: deque[str] = deque(maxlen=tail_lines)
-    with open(log, "w", buffering=1) as logf:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace",
-                                start_new_session=True,  # own group: kill takes grandchildren too
-                                preexec_fn=_die_with_parent)
+def become_subreaper() -> None:
+    """Linux: orphaned descendants are re-parented to this process instead of init."""
+    try:
+        import ctypes
 
-        def pump():
-            for line in proc.stdout:
-                logf.write(line)
-                tail.append(line.rstrip("\n"))
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+class Child:
+    def __init__(self, popen: subprocess.Popen, log: Path, echo: bool, prefix: str, tail_lines: int):
+        self.popen = popen
+        self.pid = popen.pid
+        self.t0 = time.monotonic()
+        self.tail: deque[str] = deque(maxlen=tail_lines)
+        self._reader = threading.Thread(target=self._pump, args=(log, echo, prefix), daemon=True)
+        self._reader.start()
+
+    @classmethod
+    def start(cls, cmd: list[str], *, cwd: Path, env: dict, log: Path, echo: bool = False, prefix: str = "",
+              pass_fds: tuple[int, ...] = (), tail_lines: int = 400) -> "Child":
+        popen = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, start_new_session=True,  # own group
+                                 pass_fds=pass_fds, preexec_fn=_die_with_parent)
+        _OURS.add(popen.pid)
+        return cls(popen, log, echo, prefix, tail_lines)
+
+    def _pump(self, log: Path, echo: bool, prefix: str) -> None:
+        written = 0
+        with open(log, "wb") as logf:
+            for raw in iter(self.popen.stdout.readline, b""):
+                if written < MAX_LOG_BYTES:
+                    logf.write(raw)
+                    logf.flush()
+                    written += len(raw)
+                    if written >= MAX_LOG_BYTES:
+                        logf.write(b"\n[harness: output truncated at %d MB]\n" % (MAX_LOG_BYTES >> 20))
+                line = raw.decode("utf-8", "replace").rstrip("\n")[:2000]
+                self.tail.append(line)
                 if echo:
-                    sys.stdout.write(prefix + line)
+                    sys.stdout.write(prefix + line + "\n")
                     sys.stdout.flush()
 
-        if on_start is not None:
-            on_start(proc.pid)
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        timed_out = False
+    def wait(self, timeout: float | None = None) -> int | None:
         try:
-            proc.wait(timeout=limit)
+            code = self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            timed_out = True
-            kill_group(proc)
-        except BaseException:  # Ctrl-C in the harness: never leave an orphan training
-            kill_group(proc)
-            raise
-        reader.join(timeout=5)
-    return ChildResult(None if timed_out else proc.returncode, timed_out, time.time() - t0,
-                       "\n".join(tail))
+            return None
+        _OURS.discard(self.pid)
+        return code
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.t0
+
+    def output(self) -> str:
+        self._reader.join(timeout=5)
+        return "\n".join(self.tail)
+
+    def kill_tree(self) -> None:
+        """SIGKILL the child's process group and any descendant that left it; reap them."""
+        kill_tree(self.pid, self.popen)
+        _OURS.discard(self.pid)
+
+
+def kill_tree(pgid: int, popen: subprocess.Popen | None = None) -> None:
+    for _ in range(50):
+        strays = _group_members(pgid) | _orphans_of_ours(popen)
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in strays:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if popen is not None:
+            try:
+                popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in strays:  # orphans re-parented to us are ours to reap
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        if not (_group_members(pgid) | _orphans_of_ours(popen)):
+            return
+        time.sleep(0.02)
+
+
+def _group_members(pgid: int) -> set[int]:
+    import psutil
+
+    out = set()
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                out.add(p.pid)
+        except (ProcessLookupError, psutil.Error, PermissionError):
+            continue
+    return out
+
+
+def _orphans_of_ours(popen: subprocess.Popen | None) -> set[int]:
+    """Descendants re-parented to the harness (subreaper) that are not its own helpers:
+    anything in another process group than the harness's."""
+    import psutil
+
+    me, mine = os.getpid(), os.getpgid(0)
+    out = set()
+    for c in psutil.Process(me).children(recursive=False):
+        try:
+            if popen is not None and c.pid == popen.pid:
+                continue
+            if os.getpgid(c.pid) != mine and c.status() != psutil.STATUS_ZOMBIE and c.pid not in _OURS:
+                out.add(c.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return out
+
+
+_OURS: set[int] = set()  # live children the harness started on purpose (never strays)
+
+
+def run(cmd: list[str], *, cwd: Path, env: dict, limit: float, log: Path, echo: bool,
+        prefix: str = "", tail_lines: int = 400, on_start=None) -> ChildResult:
+    """Run cmd to completion, killing its tree at `limit` s (or on Ctrl-C in the harness).
+    `on_start(pid)` is called once the child exists (e.g. to watch its CPU use)."""
+    child = Child.start(cmd, cwd=cwd, env=env, log=log, echo=echo, prefix=prefix, tail_lines=tail_lines)
+    try:
+        if on_start is not None:
+            on_start(child.pid)
+        code = child.wait(limit)
+        timed_out = code is None
+        if timed_out:
+            child.kill_tree()
+    except BaseException:  # Ctrl-C in the harness: never leave an orphan training
+        child.kill_tree()
+        raise
+    return ChildResult(None if timed_out else code, timed_out, child.seconds, child.output())
 
 
 def _die_with_parent() -> None:
@@ -64,19 +185,6 @@ def _die_with_parent() -> None:
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
         pass
-
-
-def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue

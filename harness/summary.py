@@ -1,7 +1,8 @@
 """The stdout contract: a `---` line, then `key: value` lines in a fixed order.
 
-A run without a val_bpb line is a crash. The harness prints the same block, with its
-own val_bpb, and writes it as JSON.
+A run without a val_bpb line is a crash. The harness prints the block with its own
+figures only; what train.py printed in such a block is kept as its claims, under
+`train.` names, and never replaces a harness field.
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ KEYS = (
     "val_bpb", "training_seconds", "total_seconds", "peak_memory_mb", "mfu_percent",
     "total_tokens_M", "num_steps", "num_params_M", "backend", "device",
 )
-HARNESS_KEYS = ("status", "budget_mode", "budget_seconds", "eval_seconds", "run_dir")
-QUIET_KEYS = ("reason", "log_tail", "train_process_seconds", "eval_process_seconds", "budget_reason")  # JSON only
+HARNESS_KEYS = ("status", "isolation", "budget_mode", "budget_seconds", "startup_seconds", "eval_seconds", "run_dir")
+QUIET_KEYS = ("reason", "log_tail", "train_process_seconds", "budget_reason", "total_tokens", "timed_tokens",
+              "model_flops_per_token", "allowance_seconds", "warmup_tokens", "eval_rows", "eval_tokens",
+              "model_file_mb", "budget_tokens", "budget_flops")  # JSON only
 
 
 def parse(text: str) -> dict:

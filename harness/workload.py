@@ -6,7 +6,13 @@
 - memory bandwidth (device-to-device copy: bytes read + written per second);
 - throughput of the frozen reference workload (harness/baseline_train.py: the baseline
   model and optimizer of the preset, real data), full training steps after warm-up,
-  in `repeats` windows of about `window_seconds` each: median tokens/s and its CV.
+  in `repeats` windows of about `window_seconds` each: median tokens/s and its CV;
+- its start-up: seconds from the harness starting this process to the end of the
+  baseline's untimed warm-up steps (the start-up allowance of every experiment);
+- its probe noise: the largest change of a target's log-probability when rows are
+  batched with other rows and their suffixes replaced (what the causality probe does),
+  on the trained baseline: zero for deterministic kernels;
+- its FLOPs per token by the harness's rule: 6 x the model's floating-point elements.
 Progress lines go to stdout; the result is written atomically to OUT.json.
 """
 from __future__ import annotations
@@ -19,11 +25,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import backends
 import trainer.prepare as prepare
-from harness.evaluate import load_definitions
+from harness.runner import load_definitions
 from trainer import atomic
 
 BASELINE = Path(__file__).resolve().parent / "baseline_train.py"
@@ -96,6 +103,7 @@ def throughput(bk, repeats: int, window_seconds: float, warmup_steps: int, log,
                       f"(>{max_step_seconds:g} s, calibrate.max_step_seconds): pick a smaller preset "
                       f"(model=tiny on a CPU)")
     loader = prepare.make_dataloader(tokenizer, B, T, "train")
+    spawn = float(os.environ.get("AUTORESEARCH_SPAWN", time.monotonic()))
 
     def step():
         for _ in range(accum):
@@ -110,8 +118,13 @@ def throughput(bk, repeats: int, window_seconds: float, warmup_steps: int, log,
         model.zero_grad(set_to_none=True)
         loss.item()  # as a training step would: waits for the device
 
-    for _ in range(warmup_steps):
+    startup = None
+    for i in range(max(warmup_steps, base.WARMUP_STEPS_UNTIMED)):
         step()
+        if i + 1 == base.WARMUP_STEPS_UNTIMED:
+            bk.synchronize()
+            startup = time.monotonic() - spawn
+    log(f"calibrate: start-up to the end of {base.WARMUP_STEPS_UNTIMED} warm-up steps: {startup:.1f} s")
     rates = []
     for w in range(repeats):
         bk.synchronize()
@@ -126,8 +139,44 @@ def throughput(bk, repeats: int, window_seconds: float, warmup_steps: int, log,
         log(f"calibrate: throughput window {w + 1}/{repeats}: {rates[-1]:,.0f} tokens/s")
     med = statistics.median(rates)
     cv = statistics.pstdev(rates) / statistics.mean(rates) if len(rates) > 1 else 0.0
+    noise = probe_noise(bk, model, loader, tokenizer)
+    log(f"calibrate: probe noise (largest log-prob change, rows re-batched): {noise:.3g} nats")
     return {"tokens_per_s": med, "tokens_per_s_windows": rates, "cv": cv, "flops_per_token": fpt,
-            "num_params": model.num_params()["total"], "step_tokens": base.TOTAL_BATCH_SIZE}
+            "num_params": model.num_params()["total"], "step_tokens": base.TOTAL_BATCH_SIZE,
+            "startup_seconds": startup, "probe_noise": noise,
+            "model_flops_per_token": prepare.model_flops_per_token(model)}
+
+
+@torch.no_grad()
+def probe_noise(bk, model, loader, tokenizer, rounds: int = 4) -> float:
+    """What the causality probe sees from a causal model on this device: each row scored in
+    its batch, then again next to rows of another batch with its suffix replaced."""
+    model.eval()
+    rng = np.random.default_rng(0)
+    vocab = tokenizer.get_vocab_size()
+    specials = set(tokenizer.enc._special_tokens.values())
+    pool = np.array([i for i in range(vocab) if i not in specials])
+    worst = 0.0
+
+    def lp(x, y):
+        with bk.autocast():
+            return prepare.target_logprobs(model(x), y)
+
+    for _ in range(rounds):
+        (x1, y1, _), (x2, y2, _) = next(loader), next(loader)
+        ref1, ref2 = lp(x1, y1), lp(x2, y2)
+        B, T = x1.shape
+        mix = torch.where((torch.arange(B, device=x1.device) % 2 == 0)[:, None], x1, x2).clone()
+        ys = torch.where((torch.arange(B, device=x1.device) % 2 == 0)[:, None], y1, y2)
+        refs = torch.where((torch.arange(B, device=x1.device) % 2 == 0)[:, None], ref1, ref2)
+        cuts = rng.integers(1, T, size=B)
+        for i, c in enumerate(cuts):
+            mix[i, c:] = torch.from_numpy(rng.choice(pool, size=T - c)).to(mix.device)
+        got = lp(mix, ys)
+        for i, c in enumerate(cuts):
+            worst = max(worst, float((got[i, :c] - refs[i, :c]).abs().max()))
+    model.train()
+    return worst
 
 
 def main(argv: list[str]) -> int:

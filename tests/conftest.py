@@ -11,7 +11,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Tests never touch the user's cache: one temporary cache for the whole session, set
 # before anything imports trainer.prepare (whose constants are read at import).
-SESSION_CACHE = Path(tempfile.mkdtemp(prefix="autoresearch-test-cache-"))
+# Tests import this file as `tests.conftest` too: a second import must reuse the same cache.
+SESSION_CACHE = Path(os.environ.get("AUTORESEARCH_TEST_SESSION_CACHE")
+                     or tempfile.mkdtemp(prefix="autoresearch-test-cache-"))
+os.environ["AUTORESEARCH_TEST_SESSION_CACHE"] = str(SESSION_CACHE)
 os.environ["AUTORESEARCH_CACHE"] = str(SESSION_CACHE)
 
 
@@ -36,3 +39,22 @@ def run_cli(*args, timeout: float = 300, cwd: Path = ROOT, extra_env=None):
     env = dict(os.environ, **(extra_env or {}))
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+# End-to-end experiments with fixed limits (no calibration needed): the start-up allowance
+# and the probe's tolerance are given, as a user may.
+FAST = ["backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=5", "data.eval_tokens=8192", "quiet=true",
+        "budget.allowance_seconds=30", "eval.probe_tolerance=1e-4"]
+
+
+def experiment(run_dir: Path, train_file: Path | None, *extra, timeout: float = 300):
+    """`autoresearch experiment` with FAST settings; (completed process, summary dict)."""
+    import json
+
+    args = ["experiment", *FAST, f"hydra.run.dir={run_dir}", *extra]
+    if train_file is not None:
+        args.append(f"train_file={train_file}")
+    res = run_cli(*args, timeout=timeout)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert not list(run_dir.rglob("*.tmp*")), "half-written files left behind"
+    return res, summary

@@ -7,7 +7,7 @@ import pytest
 from harness import budget as B
 from harness.config import compose_dict
 
-OWN = {"id": "abc123def456", "tokens_per_s": 1000.0, "flops_per_token": 2.0e7, "device": "Test CPU",
+OWN = {"id": "abc123def456", "tokens_per_s": 1000.0, "flops_per_token": 2.0e7, "model_flops_per_token": 4.4e7, "device": "Test CPU",
        "preset": "tiny", "created": time.time(), "created_iso": "2026-11-30T00:00:00+00:00", "cv": 0.01}
 
 
@@ -39,7 +39,7 @@ def test_tokens_and_flops_are_device_independent():
     assert slow.tokens == fast.tokens == round(20 * table_tps())
     assert slow.seconds == pytest.approx(3 * fast.seconds)  # only the time estimate differs
     f = B.resolve(cfg("budget.mode=flops", "budget.reference_seconds=20"), OWN)
-    assert f.flops == pytest.approx(20 * table_tps() * OWN["flops_per_token"])
+    assert f.flops == pytest.approx(20 * table_tps() * OWN["model_flops_per_token"])
 
 
 def test_reference_self_row_path_and_id(tmp_path, monkeypatch):

@@ -96,7 +96,7 @@ def test_faults_with_scripted_agent(cache_dir, campaign, tmp_path):
     assert "agent bug" in by_seq[1]["error_tail"]
     assert "SyntaxError" in by_seq[2]["error_tail"]
     assert by_seq[3]["experiment_status"] == "nan"
-    assert by_seq[4]["experiment_status"] == "timeout" and "hard limit" in by_seq[4]["reason"]
+    assert by_seq[4]["experiment_status"] == "timeout" and "cut off" in by_seq[4]["reason"]
     assert "prepare.py" in by_seq[5]["reason"] and "outside.py" in by_seq[6]["reason"]
     assert not (campaign[1].parent / "outside.py").exists()
     assert "the agent has nothing more to try" in res.stdout

@@ -46,7 +46,9 @@ def test_prepare_climbmix_from_a_local_server(shard_server, tmp_path):
     res = run_cli(*args, extra_env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     d = tmp_path / "cache" / "data" / "climbmix"
-    assert sorted(p.name for p in d.glob("*.parquet")) == [shard_name(0), shard_name(1), shard_name(CLIMBMIX_VAL_SHARD)]
+    assert sorted(p.name for p in d.glob("*.parquet")) == [shard_name(0), shard_name(1)]
+    held = tmp_path / "cache" / "heldout" / "climbmix"  # the validation shard lives apart
+    assert sorted(p.name for p in held.glob("*.parquet")) == [shard_name(CLIMBMIX_VAL_SHARD)]
     assert (d / "tokenizer-400" / "tokenizer.pkl").exists()
     stats = json.loads((d / "READY.json").read_text())
     assert stats["vocab_size"] == 400 and stats["val_tokens"] > 0
@@ -67,9 +69,22 @@ def test_prepare_local_directory(tmp_path):
                   extra_env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     [d] = (tmp_path / "cache" / "data").glob("local-*")
+    held = tmp_path / "cache" / "heldout" / d.name
     train = sum(pq.read_table(p).num_rows for p in d.glob("train_*.parquet"))
-    val = sum(pq.read_table(p).num_rows for p in d.glob("val_*.parquet"))
-    assert train + val == 500 and 20 <= val <= 90
+    val = sum(pq.read_table(p).num_rows for p in held.glob("val_*.parquet"))
+    assert not list(d.glob("val_*")) and train + val == 500 and 20 <= val <= 90
+
+
+def test_a_cache_from_before_the_heldout_directory_is_moved(tmp_path, cache_dir):
+    """Validation shards left in data/ by an older version move to heldout/ on prepare."""
+    import shutil
+
+    old = tmp_path / "cache"
+    shutil.copytree(cache_dir / "data", old / "data")
+    shutil.copy(next((cache_dir / "heldout" / "builtin").glob("val_*.parquet")), old / "data" / "builtin")
+    res = run_cli("prepare", "data=builtin", extra_env={"AUTORESEARCH_CACHE": str(old)}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert not list((old / "data" / "builtin").glob("val_*")) and list((old / "heldout" / "builtin").glob("val_*"))
 
 
 def test_prepare_local_needs_a_path(tmp_path):

@@ -1,8 +1,11 @@
 """Data, tokenizer, dataloader and the metric. IMMUTABLE: the agent must not edit this.
 
-The harness hashes this file (and the rest of the installed code) before and after every
-run and refuses a result when it changed. Constants come from the run's config, which
-the harness writes to `$AUTORESEARCH_RUN_CONFIG`; by hand, the default config is composed.
+Under the harness, train.py runs in a sandbox that cannot write this file, cannot read
+the validation split (it lives in its own directory, `heldout/`, beside `data/`) and
+gets its training batches from the harness's feed (`trainer/feed.py`), which counts
+the tokens and keeps the clock. Constants come from the run's config, which the harness
+writes to `$AUTORESEARCH_RUN_CONFIG`; by hand, the default config is composed and the
+data is read from the cache directly.
 
 Upstream-compatible names (a train.py written for the reference script imports these):
 MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, get_token_bytes, make_dataloader, evaluate_bpb.
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 
 from trainer import atomic, sources
+from trainer import feed as _feed
 from trainer import tokenizer as bpe
 from trainer.packing import BestFitPacker
 
@@ -33,7 +37,7 @@ ENV_HANDOVER = "AUTORESEARCH_MODEL_OUT"  # where evaluate_bpb hands the model ov
 
 __all__ = [
     "MAX_SEQ_LEN", "VOCAB_SIZE", "EVAL_TOKENS", "TIME_BUDGET", "TOKEN_BUDGET", "FLOP_BUDGET",
-    "MODEL", "budget_progress", "Tokenizer",
+    "MODEL", "budget_progress", "model_flops_per_token", "Tokenizer",
     "get_token_bytes", "make_dataloader", "evaluate_bpb", "score_bpb",
 ]
 
@@ -54,14 +58,69 @@ MAX_SEQ_LEN: int = DATA["max_seq_len"]  # tokens per row
 VOCAB_SIZE: int = DATA["vocab_size"]  # BPE vocabulary incl. special tokens
 EVAL_TOKENS: int = DATA["eval_tokens"]  # validation tokens scored (upper bound)
 BUDGET: dict = SETTINGS["budget"]  # the budget the harness resolved for this run
-TIME_BUDGET: float = float(BUDGET["seconds"])  # training seconds on this device (tokens/flops: an estimate)
 TOKEN_BUDGET: int | None = BUDGET.get("tokens")  # budget.mode=tokens: training tokens, else None
-FLOP_BUDGET: float | None = BUDGET.get("flops")  # budget.mode=flops: training FLOPs, else None
+FLOP_BUDGET: float | None = BUDGET.get("flops")  # budget.mode=flops: training FLOPs (6 x parameters x tokens), else None
+
+
+class _Budget(float):
+    """TIME_BUDGET: training seconds, as a float; under the harness its comparisons also
+    say "reached" once the harness's own clock has used the budget up.
+
+    A script written for the upstream project stops on its own clock
+    (`if total_training_time >= TIME_BUDGET: break`), which excludes warm-up steps of its
+    choosing; the harness's clock is the one that counts, and it cuts a run off at its
+    deadline. Comparing through this class makes such a script stop in time instead of
+    being cut off. Arithmetic on it gives plain floats.
+    """
+
+    def _reached(self) -> bool:
+        client = _feed.Client.from_env()
+        return client is not None and client.progress() >= 1.0
+
+    def __le__(self, other):  # `other >= TIME_BUDGET`
+        return float.__le__(self, other) or self._reached()
+
+    def __lt__(self, other):  # `other > TIME_BUDGET`
+        return float.__lt__(self, other) or self._reached()
+
+    def __ge__(self, other):  # `other <= TIME_BUDGET`
+        return float.__ge__(self, other) and not self._reached()
+
+    def __gt__(self, other):  # `other < TIME_BUDGET`
+        return float.__gt__(self, other) and not self._reached()
+
+    __hash__ = float.__hash__
+
+
+TIME_BUDGET: float = _Budget(BUDGET["seconds"])  # training seconds on this device (tokens/flops: an estimate)
+
+
+def model_flops_per_token(model) -> float:
+    """Training FLOPs per token by the rule a flops budget counts (the harness applies it
+    to the handed-over model): 6 x the model's floating-point elements, parameters and
+    buffers, each storage once."""
+    seen, total = set(), 0
+    for t in [*model.parameters(), *model.buffers()]:
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if t.is_floating_point() and key not in seen:
+            seen.add(key)
+            total += t.numel()
+    return 6.0 * total
 
 
 def budget_progress(training_seconds: float, tokens: int, flops: float = 0.0) -> float:
     """Fraction of this run's budget used, in the budget's own measure: training seconds
-    (wall, normalized), tokens (tokens) or FLOPs (flops). Training ends at >= 1."""
+    (wall, normalized), tokens (tokens) or FLOPs (flops). Training ends at >= 1.
+
+    Under the harness the answer is the harness's own count (its clock, the tokens its
+    feed served) and the arguments only declare this script's FLOPs per token for the
+    flops mode; by hand it is computed from the arguments.
+    """
+    client = _feed.Client.from_env()
+    if client is not None:
+        if FLOP_BUDGET and tokens > 0:
+            client.flops_per_token = flops / tokens
+        return client.progress()
     if TOKEN_BUDGET:
         return tokens / TOKEN_BUDGET
     if FLOP_BUDGET:
@@ -79,6 +138,12 @@ def data_dir(data: dict = DATA) -> Path:
     return root / data["name"]
 
 
+def heldout_dir(data: dict = DATA) -> Path:
+    """Where the validation split lives: beside `data/`, never under it, so that a sandbox
+    that may read the training data and the tokenizer cannot read it."""
+    return data_dir(data).parent.parent / "heldout" / data_dir(data).name
+
+
 def tokenizer_dir(data: dict = DATA) -> Path:
     return data_dir(data) / f"tokenizer-{data['vocab_size']}"
 
@@ -92,14 +157,12 @@ def _local_root(data: dict) -> Path:
 def split_files(split: str, data: dict = DATA) -> list[Path]:
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    d = data_dir(data)
+    d = data_dir(data) if split == "train" else heldout_dir(data)
     if data["name"] == "climbmix":
-        val = d / sources.shard_name(sources.CLIMBMIX_VAL_SHARD)
         if split == "val":
-            files = [val]
+            files = [d / sources.shard_name(sources.CLIMBMIX_VAL_SHARD)]
         else:
-            files = [d / sources.shard_name(i) for i in sources.climbmix_indices(data["num_shards"])]
-            files = [f for f in files if f != val]
+            files = [d / sources.shard_name(i) for i in _climbmix_train(data)]
     else:
         files = sorted(d.glob(f"{split}_*.parquet"))
     missing = [f for f in files if not f.exists()]
@@ -143,16 +206,26 @@ class Tokenizer:
         return self.enc.decode(list(ids))
 
 
+def _climbmix_train(data: dict) -> list[int]:
+    return [i for i in sources.climbmix_indices(data["num_shards"]) if i != sources.CLIMBMIX_VAL_SHARD]
+
+
 def get_token_bytes(device="cpu") -> torch.Tensor:
     """int32 (vocab,): exact UTF-8 bytes each token contributes; 0 for special tokens."""
     return torch.from_numpy(bpe.load_token_bytes(tokenizer_dir())).to(device)
 
 
+def token_bytes_of(data: dict = DATA) -> np.ndarray:
+    """The same as get_token_bytes, computed from the tokenizer's merge table rather than
+    read from its cached array (what the harness's scorer uses)."""
+    return bpe.token_byte_lengths(bpe.load(tokenizer_dir(data)))
+
+
 # --------------------------------------------------------------------------- dataloader
 
-def _documents(tokenizer: Tokenizer, split: str) -> Iterator[tuple[int, np.ndarray]]:
+def _documents(tokenizer: Tokenizer, split: str, data: dict = DATA) -> Iterator[tuple[int, np.ndarray]]:
     """(epoch, token array with BOS first) per document; the train split loops forever."""
-    files = split_files(split)
+    files = split_files(split, data)
     epoch = 1
     while True:
         for path in files:
@@ -173,43 +246,89 @@ def _encode(tokenizer: Tokenizer, texts: list[str], epoch: int) -> Iterator[tupl
         yield epoch, np.asarray(ids, dtype=np.int64)
 
 
-def make_dataloader(tokenizer: Tokenizer, B: int, T: int, split: str, device=None):
-    """Yield (x, y, epoch): int64 (B, T) inputs and next-token targets on the device.
+def packed_rows(split: str, T: int, data: dict = DATA, tokenizer: Tokenizer | None = None) -> Iterator[tuple[np.ndarray, int]]:
+    """(int64 row of T + 1 tokens, epoch): rows best-fit packed from the split's documents
+    (BOS first, no padding). The val split is read once, in a fixed order, and ends; the
+    train split loops over epochs."""
+    tokenizer = tokenizer or Tokenizer(bpe.load(tokenizer_dir(data)))
+    packer = BestFitPacker(_documents(tokenizer, split, data), T + 1, tagged=True)
+    while (row := packer.next_row()) is not None:
+        yield row, packer.last_tag
 
-    Rows are best-fit packed (BOS first, no padding). The val split is read once, in a
-    fixed order, and ends; the train split loops over epochs.
+
+def make_dataloader(tokenizer: Tokenizer, B: int, T: int, split: str, device=None):
+    """Yield (x, y, epoch): contiguous int64 (B, T) inputs and next-token targets on the device.
+
+    Under the harness the training split comes from the harness's feed (it counts what
+    it serves) and the validation split is not available: the harness scores the model.
+    By hand, rows are packed here from the cache.
     """
     import backends
 
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     bk = backends.current()
     device = device or bk.device()
     pin = bk.pin_memory()
-    packer = BestFitPacker(_documents(tokenizer, split), T + 1, tagged=True)
+    client = _feed.Client.from_env()
+    if client is not None and split == "val":
+        raise RuntimeError("the validation split is held by the harness: hand the model over with "
+                           "evaluate_bpb(model, tokenizer, batch_size) and the harness scores it")
+    rows = None if client is not None else packed_rows(split, T, DATA, tokenizer)
     while True:
-        rows, epoch = [], 1
-        for _ in range(B):
-            rows.append(packer.next_row())
-            if rows[-1] is None:
+        if client is not None:
+            got = client.batch(B, T)
+            if got is None:  # the token budget is used up
+                print(f"prepare: {_feed.WHY[_feed.EXHAUSTED]}", flush=True)
                 return
-            epoch = max(epoch, packer.last_tag)
-        batch = torch.from_numpy(np.stack(rows))
+            batch, epoch = torch.from_numpy(got[0]).long(), got[1]
+        else:
+            part = [r for _, r in zip(range(B), rows)]
+            if len(part) < B:
+                return
+            batch, epoch = torch.from_numpy(np.stack([r for r, _ in part])), max(e for _, e in part)
         if pin:
             batch = batch.pin_memory()
         batch = batch.to(device, non_blocking=pin)
-        yield batch[:, :-1], batch[:, 1:], epoch
+        yield batch[:, :-1].contiguous(), batch[:, 1:].contiguous(), epoch
 
 
 # --------------------------------------------------------------------------- the metric
 
+def eval_rows(batch_size: int, data: dict = DATA) -> np.ndarray:
+    """int64 (N, MAX_SEQ_LEN + 1): the validation rows the metric scores, in order:
+    max(1, EVAL_TOKENS // (batch_size * MAX_SEQ_LEN)) batches of `batch_size` rows
+    (fewer when the split ends first)."""
+    T = data["max_seq_len"]
+    steps = max(1, data["eval_tokens"] // (batch_size * T))
+    rows = [r for _, (r, _) in zip(range(steps * batch_size), packed_rows("val", T, data))]
+    rows = rows[: len(rows) // batch_size * batch_size]
+    if not rows:
+        raise RuntimeError(f"the validation split of data={data['name']} has fewer than {batch_size} rows "
+                           f"of {T + 1} tokens")
+    return np.stack(rows)
+
+
+def target_logprobs(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """float32 (B, T): log-probability of each target under the logits (B, T, V), in fp32."""
+    logits = logits.float()
+    return -torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none").view(y.shape)
+
+
+def bits_per_byte(nats: float, nbytes: int) -> float:
+    if nbytes == 0:
+        raise RuntimeError("validation split produced no scorable tokens")
+    return nats / (math.log(2) * nbytes)
+
+
 @torch.no_grad()
-def score_bpb(model, batch_size: int, device=None, autocast=None, tokenizer=None,
-              on_batch=None) -> float:
-    """Bits per byte on the pinned validation split: summed nats / (ln 2 * summed bytes).
+def score_bpb(model, batch_size: int, device=None, autocast=None, tokenizer=None) -> float:
+    """Bits per byte on the pinned validation split: summed nats / (ln 2 * summed bytes),
+    with the model in this process (by hand; the harness scores in its own process).
 
     `model(idx)` must return logits (B, T, V>=vocab). Targets that are special tokens
-    (0 bytes) are excluded from both sums. Scores min(EVAL_TOKENS, the split) tokens.
-    `on_batch(x, logits)` runs after each forward call, before its loss is computed
-    (the harness's evaluator checks integrity and causality there).
+    (0 bytes) are excluded from both sums. Scores the rows of `eval_rows(batch_size)`.
     """
     import contextlib
 
@@ -218,42 +337,38 @@ def score_bpb(model, batch_size: int, device=None, autocast=None, tokenizer=None
     bk = backends.current()
     device = device or bk.device()
     autocast = autocast or bk.autocast
-    tokenizer = tokenizer or Tokenizer.from_directory()
-    token_bytes = get_token_bytes(device).long()
-    steps = max(1, EVAL_TOKENS // (batch_size * MAX_SEQ_LEN))
-    nats = torch.zeros((), dtype=torch.float64, device=device)
-    nbytes = torch.zeros((), dtype=torch.int64, device=device)
-    loader = make_dataloader(tokenizer, batch_size, MAX_SEQ_LEN, "val", device)
-    for _, (x, y, _) in zip(range(steps), loader):
+    token_bytes = torch.from_numpy(token_bytes_of()).long().to(device)
+    rows = torch.from_numpy(eval_rows(batch_size)).to(device)
+    nats, nbytes = 0.0, 0
+    for batch in rows.split(batch_size):
+        x, y = batch[:, :-1], batch[:, 1:]
         with autocast() if callable(autocast) else contextlib.nullcontext():
             logits = model(x)
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
-        if on_batch is not None:
-            on_batch(x, logits)
-        logits = logits.float()
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none"
-        )
-        tb = token_bytes[y.reshape(-1)]
-        nats += (loss.double() * (tb > 0)).sum()
-        nbytes += tb.sum()
-    if nbytes.item() == 0:
-        raise RuntimeError("validation split produced no scorable tokens")
-    return nats.item() / (math.log(2) * nbytes.item())
+        lp = target_logprobs(logits[..., :VOCAB_SIZE], y)
+        tb = token_bytes[y]
+        nats -= (lp.double() * (tb > 0)).sum().item()
+        nbytes += int(tb.sum().item())
+    return bits_per_byte(nats, nbytes)
 
 
 def evaluate_bpb(model, tokenizer, batch_size: int) -> float:
-    """The metric. Under the harness, hands the model to its evaluator and returns nan.
+    """The metric. Under the harness: hands the model over and returns nan.
 
-    The harness computes val_bpb itself, in a separate process that rebuilds the model
-    from train.py's class with reference kernels: nothing train.py does can touch it.
+    The harness saves nothing of this process but the model: it stops its clock, ends
+    the training process and everything it started, then scores the saved model in
+    fresh sandboxed processes that receive token ids and return logits, while the
+    targets and the byte counts stay in the harness. By hand: scores it here.
     """
     out = os.environ.get(ENV_HANDOVER)
     if out:
         model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
         with atomic.replacing(out) as tmp:
             torch.save(model, tmp)
+        client = _feed.Client.from_env()
+        if client is not None:
+            client.handover()
         return float("nan")
     was_training = model.training
     model.eval()
@@ -267,17 +382,20 @@ def evaluate_bpb(model, tokenizer, batch_size: int) -> float:
 
 def prepare(data: dict = DATA, log=print) -> dict:
     """Build the data set and tokenizer for `data` unless cached; return their stats."""
-    d = data_dir(data)
+    d, held = data_dir(data), heldout_dir(data)
     d.mkdir(parents=True, exist_ok=True)
+    held.mkdir(parents=True, exist_ok=True)
+    _move_legacy_validation(data, d, held, log)
     t0 = time.time()
     ready = d / "READY.json"
     if data["name"] == "climbmix":
         base = data.get("base_url") or sources.CLIMBMIX_BASE_URL
-        sources.download_shards(d, sources.climbmix_indices(data["num_shards"]), base, workers=data["workers"])
-    elif ready.exists():
-        log(f"data: cached at {d}")
+        sources.download_shards(d, _climbmix_train(data), base, workers=data["workers"])
+        sources.download_shards(held, [sources.CLIMBMIX_VAL_SHARD], base, workers=1)
+    elif ready.exists() and any(held.glob("val_*.parquet")):
+        log(f"data: cached at {d} (validation: {held})")
     else:
-        _write_splits(data, d, log)
+        _write_splits(data, d, held, log)
     tok_dir = tokenizer_dir(data)
     if (tok_dir / bpe.ENCODING_FILE).exists():
         log(f"tokenizer: cached at {tok_dir}")
@@ -296,7 +414,18 @@ def prepare(data: dict = DATA, log=print) -> dict:
     return stats
 
 
-def _write_splits(data: dict, d: Path, log) -> None:
+def _move_legacy_validation(data: dict, d: Path, held: Path, log) -> None:
+    """Caches from before the validation split had its own directory kept it in `data/`."""
+    if data["name"] == "climbmix":
+        old = [d / sources.shard_name(sources.CLIMBMIX_VAL_SHARD)]
+    else:
+        old = sorted(d.glob("val_*.parquet"))
+    for path in (p for p in old if p.exists()):
+        os.replace(path, held / path.name)
+        log(f"data: moved {path.name} to {held} (the validation split lives apart from the training data)")
+
+
+def _write_splits(data: dict, d: Path, held: Path, log) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -319,9 +448,10 @@ def _write_splits(data: dict, d: Path, log) -> None:
         if not parts[0]:
             raise ValueError(f"data={data['name']}: the {split} split is empty")
         for k, texts in enumerate(parts):
-            with atomic.replacing(d / f"{split}_{k:05d}.parquet") as tmp:
+            with atomic.replacing((d if split == "train" else held) / f"{split}_{k:05d}.parquet") as tmp:
                 pq.write_table(pa.table({"text": texts}), tmp)
-    log(f"data: {sum(map(len, shards['train']))} train / {sum(map(len, shards['val']))} val documents -> {d}")
+    log(f"data: {sum(map(len, shards['train']))} train documents -> {d}, "
+        f"{sum(map(len, shards['val']))} validation documents -> {held}")
 
 
 def _stats(data: dict, d: Path) -> dict:

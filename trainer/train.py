@@ -369,20 +369,28 @@ def main():
     if USE_COMPILE and bk.compile_available() and bk.NAME != "cpu":
         train_model = torch.compile(model, dynamic=False)
     loader = prepare.make_dataloader(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train")
-    x, y, epoch = next(loader)
+    budget_fpt = prepare.model_flops_per_token(model)  # FLOPs/token as a flops budget counts them
 
-    training_seconds, step, smooth_loss = 0.0, 0, 0.0
-    while True:
+    training_seconds, step, smooth_loss, epoch, done = 0.0, 0, 0.0, 1, False
+    while not done:
         bk.synchronize()
         t0 = time.time()
-        for _ in range(grad_accum):
+        micro = 0
+        for micro in range(1, grad_accum + 1):
+            batch = next(loader, None)  # under the harness: the feed's next batch (it counts them)
+            if batch is None:  # a token budget ran out: finish with what was accumulated
+                done, micro = True, micro - 1
+                break
+            x, y, epoch = batch
             with bk.autocast():
                 loss = train_model(x, y)
             train_loss = loss.detach()
             loss = loss / grad_accum
             (scaler.scale(loss) if scaler is not None else loss).backward()
-            x, y, epoch = next(loader)  # fetch while the device works
-        progress = prepare.budget_progress(training_seconds, step * TOTAL_BATCH_SIZE, step * TOTAL_BATCH_SIZE * fpt)
+        if micro == 0:
+            break
+        tokens = step * TOTAL_BATCH_SIZE
+        progress = prepare.budget_progress(training_seconds, tokens, tokens * budget_fpt)
         lrm = lr_multiplier(progress)
         for opt in optimizers:
             for grp in opt.param_groups:
@@ -412,33 +420,38 @@ def main():
                   f"| epoch {epoch} | {100 * progress:.0f}% of budget | {training_seconds:.1f}s", flush=True)
         step += 1
         # the budget's own measure: seconds (wall, normalized), tokens or FLOPs (tokens, flops)
-        if prepare.budget_progress(training_seconds, step * TOTAL_BATCH_SIZE, step * TOTAL_BATCH_SIZE * fpt) >= 1:
+        tokens = step * TOTAL_BATCH_SIZE
+        if prepare.budget_progress(training_seconds, tokens, tokens * budget_fpt) >= 1:
             break
 
-    model.eval()
-    with torch.no_grad(), bk.autocast():
-        val_bpb = prepare.evaluate_bpb(model, tokenizer, DEVICE_BATCH_SIZE)
     timed_steps = max(step - WARMUP_STEPS_UNTIMED, 0)
     peak = bk.peak_flops(bk.compute_dtype())
     if peak and training_seconds > 0:
         mfu = f"{100 * fpt * TOTAL_BATCH_SIZE * timed_steps / training_seconds / peak:.2f}"
     else:
         mfu = "n/a"
+    # This script's own figures (under the harness, whose own figures are the ones that count,
+    # the process ends inside evaluate_bpb: they are printed first, and kept as train.py's).
+    report = [
+        f"training_seconds: {training_seconds:.1f}",
+        f"total_seconds:    {time.time() - t_start:.1f}",
+        f"peak_memory_mb:   {bk.max_memory_allocated() / 1024 / 1024:.1f}",
+        f"mfu_percent:      {mfu}",
+        f"total_tokens_M:   {step * TOTAL_BATCH_SIZE / 1e6:.1f}",
+        f"num_steps:        {step}",
+        f"num_params_M:     {counts['total'] / 1e6:.1f}",
+        f"backend:          {bk.NAME}",
+        f"device:           {bk.device_name()}",
+    ]
+    print("\n".join(["---", *report]), flush=True)
+    model.eval()
+    with torch.no_grad(), bk.autocast():
+        val_bpb = prepare.evaluate_bpb(model, tokenizer, DEVICE_BATCH_SIZE)
     try:
         bpb = f"{float(val_bpb):.6f}"
-    except (TypeError, ValueError):  # the harness's evaluator may return nothing here
+    except (TypeError, ValueError):
         bpb = "nan"
-    print("---")
-    print(f"val_bpb:          {bpb}")
-    print(f"training_seconds: {training_seconds:.1f}")
-    print(f"total_seconds:    {time.time() - t_start:.1f}")
-    print(f"peak_memory_mb:   {bk.max_memory_allocated() / 1024 / 1024:.1f}")
-    print(f"mfu_percent:      {mfu}")
-    print(f"total_tokens_M:   {step * TOTAL_BATCH_SIZE / 1e6:.1f}")
-    print(f"num_steps:        {step}")
-    print(f"num_params_M:     {counts['total'] / 1e6:.1f}")
-    print(f"backend:          {bk.NAME}")
-    print(f"device:           {bk.device_name()}", flush=True)
+    print("\n".join(["---", f"val_bpb:          {bpb}", *report]), flush=True)
 
 
 if __name__ == "__main__":

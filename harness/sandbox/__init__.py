@@ -171,14 +171,17 @@ SCRATCH_VARS = {  # variable -> dir under the scratch dir
     "XDG_STATE_HOME": "state", "TRITON_CACHE_DIR": "cache/triton", "TRITON_HOME": "cache",
     "TORCHINDUCTOR_CACHE_DIR": "cache/inductor", "TORCH_HOME": "cache/torch",
     "TORCH_EXTENSIONS_DIR": "cache/torch_extensions", "CUDA_CACHE_PATH": "cache/nv",
-    "MPLCONFIGDIR": "cache/matplotlib", "PYTHONPYCACHEPREFIX": "cache/pycache",
+    "MPLCONFIGDIR": "cache/matplotlib",
     "HF_HOME": "cache/huggingface", "MIOPEN_USER_DB_PATH": "cache/miopen",
     "MIOPEN_CUSTOM_CACHE_DIR": "cache/miopen",
 }
 
 
 def scratch_env(scratch: Path) -> dict[str, str]:
-    """Env vars that send every cache/tmp write into `scratch` (the dirs are created)."""
+    """Env vars that send every cache/tmp write into `scratch` (the dirs are created).
+    Not PYTHONPYCACHEPREFIX: Python would then ignore the installed bytecode and compile
+    torch's thousands of modules from source at every start (seconds); set
+    PYTHONDONTWRITEBYTECODE instead, which the harness does."""
     scratch = Path(scratch).resolve()
     env = {}
     for var, sub in SCRATCH_VARS.items():

@@ -1,0 +1,260 @@
+"""The harness's data feed and training clock: the only source of training data a run has.
+
+    feed = Feed(data, budget, warmup_tokens=4096, allowance=6.0, grace=2.0)
+    child = Child.start(cmd, env={**env, **feed.env()}, pass_fds=feed.child_fds(), ...)
+    feed.start(t_spawn)                    # serves batches in a thread from now on
+    ... feed.handed_over.is_set(), feed.deadline(), feed.training_seconds() ...
+    feed.close()
+
+The training process asks for batches over a socket (`trainer/feed.py` is its end) and
+reads them from a shared buffer this side writes. What the harness counts here is what
+the run is credited with, whatever train.py prints:
+- tokens served (tokens and flops budgets stop serving when they are used up);
+- the training clock: it starts at the first batch request once `warmup_tokens` have
+  been served (warm-up: compile, allocator; counted in tokens, so bigger batches do
+  not buy more of it) or when the start-up allowance measured on the frozen baseline
+  runs out, whichever comes first; it stops when the model is handed over (the save is
+  part of training);
+- the deadline: clock start + budget + grace (tokens/flops: 1.5 x their estimate in
+  seconds); a run still training then is cut off, never credited.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from harness.budget import Budget
+from trainer import feed as wire
+from trainer import prepare
+
+MAX_BATCH_TOKENS = 16 << 20  # int32 tokens in one batch: 64 MB of shared buffer
+
+
+def shared_buffer(size: int) -> int:
+    """An anonymous, inheritable-on-request file descriptor of `size` bytes (memfd on
+    Linux, an unlinked temporary file elsewhere): shared with one child, no path to open."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("autoresearch", os.MFD_CLOEXEC)
+    else:
+        fd, path = tempfile.mkstemp(prefix="autoresearch-shm-")
+        os.unlink(path)
+    os.ftruncate(fd, size)
+    return fd
+
+
+class _Rows:
+    """Packed training rows of one length, produced ahead of the requests in a thread."""
+
+    def __init__(self, data: dict, seq_len: int, tokenizer):
+        self._it = prepare.packed_rows("train", seq_len, data, tokenizer)
+        self._buf: deque = deque()
+        self._cv = threading.Condition()
+        self._want, self._closed, self.error = 1, False, None
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    self._cv.wait_for(lambda: self._closed or len(self._buf) < self._want)
+                    if self._closed:
+                        return
+                row = next(self._it)  # the training split loops forever
+                with self._cv:
+                    self._buf.append(row)
+                    self._cv.notify_all()
+        except BaseException as e:  # noqa: BLE001 - reported to the requester
+            with self._cv:
+                self.error = e
+                self._cv.notify_all()
+
+    def prime(self, n: int) -> None:
+        """Start producing `n` rows before anyone asks."""
+        with self._cv:
+            self._want = max(self._want, n)
+            self._cv.notify_all()
+
+    def take(self, n: int) -> tuple[np.ndarray, int]:
+        with self._cv:
+            self._want = max(self._want, 2 * n)  # keep a batch ahead of the next request
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: len(self._buf) >= n or self.error is not None)
+            if self.error is not None:
+                raise RuntimeError(f"the training data could not be read: {self.error}") from self.error
+            rows = [self._buf.popleft() for _ in range(n)]
+            self._cv.notify_all()
+        return np.stack([r for r, _ in rows]), max(e for _, e in rows)
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+
+class Feed:
+    def __init__(self, data: dict, budget: Budget, *, warmup_tokens: int, allowance: float, grace: float,
+                 baseline_flops_per_token: float | None = None, first_rows: int | None = None):
+        self.data, self.budget = data, budget
+        self.warmup_tokens, self.allowance, self.grace = warmup_tokens, allowance, grace
+        self.baseline_fpt = baseline_flops_per_token
+        self._parent, self._child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.shm_bytes = MAX_BATCH_TOKENS * np.dtype(wire.TOKEN_DTYPE).itemsize
+        self.shm_fd = shared_buffer(self.shm_bytes)
+        self._mm = mmap.mmap(self.shm_fd, self.shm_bytes, access=mmap.ACCESS_WRITE)
+        self._tok = prepare.Tokenizer(prepare.bpe.load(prepare.tokenizer_dir(data)))
+        self._rows: dict[int, _Rows] = {}
+        if first_rows:  # start packing before the child asks: its start-up hides it
+            self._source(data["max_seq_len"]).prime(2 * first_rows)
+        self.t_spawn: float | None = None
+        self.t_warm: float | None = None  # the first request after the warm-up tokens
+        self.t_handover: float | None = None
+        self.tokens = self.batches = self.timed_tokens = 0
+        self.declared_fpt = 0.0
+        self.error: str | None = None  # a harness-side failure (unreadable data), not the agent's
+        self._asked: list[float] = []  # request times, for the step-time estimate
+        self.handed_over = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ the child's side
+    def child_fds(self) -> tuple[int, int]:
+        return self._child.fileno(), self.shm_fd
+
+    def env(self) -> dict[str, str]:
+        return {wire.ENV_FEED: f"{self._child.fileno()},{self.shm_fd},{self.shm_bytes}"}
+
+    def start(self, t_spawn: float) -> None:
+        self.t_spawn = t_spawn
+        self._child.close()  # the child holds its end; EOF here when its last holder dies
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ the clock
+    def clock_start(self) -> float | None:
+        """Monotonic time the training clock started (None: not yet)."""
+        if self.t_spawn is None:
+            return None
+        by_allowance = self.t_spawn + self.allowance
+        start = min(self.t_warm, by_allowance) if self.t_warm is not None else by_allowance
+        end = self.t_handover if self.t_handover is not None else time.monotonic()
+        return start if start <= end else None
+
+    def training_seconds(self, now: float | None = None) -> float:
+        start = self.clock_start()
+        if start is None:
+            return 0.0
+        end = self.t_handover if self.t_handover is not None else (now or time.monotonic())
+        return max(0.0, end - start)
+
+    def seconds_limit(self) -> float:
+        """Training seconds after which the run is cut off."""
+        b = self.budget
+        est = b.seconds * (1.5 if b.mode in ("tokens", "flops") else 1.0)
+        return est + max(self.grace, min(2 * self.step_seconds(), 0.05 * b.seconds))
+
+    def deadline(self) -> float:
+        start = self.clock_start() or (self.t_spawn or time.monotonic()) + self.allowance
+        return start + self.seconds_limit()
+
+    def step_seconds(self) -> float:
+        """Median time between batch requests: the harness's view of one training step."""
+        gaps = [b - a for a, b in zip(self._asked, self._asked[1:])][-50:]
+        return statistics.median(gaps) if gaps else 0.0
+
+    def flops_per_token(self) -> float:
+        return self.declared_fpt or self.baseline_fpt or 0.0
+
+    def progress(self, now: float | None = None) -> float:
+        b = self.budget
+        if b.mode == "tokens" and b.tokens:
+            return self.tokens / b.tokens
+        if b.mode == "flops" and b.flops:
+            return self.tokens * self.flops_per_token() / b.flops
+        return self.training_seconds(now) / b.seconds
+
+    def _exhausted(self) -> bool:
+        b = self.budget
+        if b.mode == "tokens" and b.tokens:
+            return self.tokens >= b.tokens
+        if b.mode == "flops" and b.flops and self.flops_per_token():
+            return self.tokens * self.flops_per_token() >= b.flops
+        return False
+
+    # ------------------------------------------------------------------ serving
+    def _source(self, seq_len: int) -> _Rows:
+        if seq_len not in self._rows:
+            self._rows[seq_len] = _Rows(self.data, seq_len, self._tok)
+        return self._rows[seq_len]
+
+    def _reply(self, status: int, rows: int = 0, seq_len: int = 0, epoch: int = 0) -> None:
+        now = time.monotonic()
+        budget_s = self.budget.seconds if self.budget.mode in ("wall", "normalized") else 0.0
+        self._parent.sendall(wire.REPLY.pack(status, epoch, rows, seq_len, self.training_seconds(now),
+                                             self.progress(now), budget_s, self.tokens))
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                raw = wire.recv_exact(self._parent, wire.REQUEST.size)
+                if raw is None:
+                    return  # every process holding the child's end has exited
+                op, rows, seq_len, fpt = wire.REQUEST.unpack(raw)
+                now = time.monotonic()
+                if op == wire.OP_HANDOVER:
+                    self.t_handover = now
+                    self.handed_over.set()
+                    return
+                if op != wire.OP_BATCH:
+                    self._reply(wire.BAD_REQUEST)
+                    continue
+                if fpt > 0 and fpt == fpt and fpt < 1e15:  # a finite, plausible declaration
+                    self.declared_fpt = float(fpt)
+                self._batch(now, rows, seq_len)
+        except OSError:
+            return  # the child's end is gone
+        except RuntimeError as e:  # unreadable training data: the harness's failure
+            self.error = str(e)
+            self._parent.close()
+
+    def _batch(self, now: float, rows: int, seq_len: int) -> None:
+        if not (0 < rows and 0 < seq_len <= self.data["max_seq_len"]):
+            return self._reply(wire.BAD_REQUEST)
+        if rows * (seq_len + 1) > MAX_BATCH_TOKENS:
+            return self._reply(wire.TOO_BIG)
+        if self.tokens >= self.warmup_tokens and self.t_warm is None:
+            self.t_warm = now
+        if self._exhausted():
+            return self._reply(wire.EXHAUSTED)
+        batch, epoch = self._source(seq_len).take(rows)
+        n = rows * (seq_len + 1)
+        np.frombuffer(self._mm, dtype=wire.TOKEN_DTYPE, count=n)[:] = batch.reshape(-1)
+        self.tokens += rows * seq_len
+        self.batches += 1
+        if self.clock_start() is not None:
+            self.timed_tokens += rows * seq_len
+        self._asked.append(now)
+        self._reply(wire.OK, rows, seq_len, epoch)
+
+    def close(self) -> None:
+        for src in self._rows.values():
+            src.close()
+        for s in (self._parent, self._child):
+            try:
+                s.close()
+            except OSError:
+                pass
+        try:
+            self._mm.close()
+        except (BufferError, ValueError):
+            pass
+        try:
+            os.close(self.shm_fd)
+        except OSError:
+            pass

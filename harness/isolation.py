@@ -1,0 +1,164 @@
+"""Which sandbox each process the agent wrote runs in, and the start-up self-test.
+
+    iso = isolation.choose(cfg, bk, log)        # once per harness process (self-test cached)
+    argv = iso.wrap(argv, iso.training_policy(scratch, kernels_dir))
+
+`isolation=auto` (default) sandboxes where the OS can (Linux: Landlock + seccomp,
+macOS: sandbox-exec) and runs unprotected with a loud warning where it cannot;
+`isolation=on` refuses to run without a sandbox; `isolation=off` runs without one.
+What a sandboxed process may touch:
+- read: the Python installation, the system's libraries, the project's code and
+  config, the tokenizer, its own inputs (training: its run directory; a model runner:
+  the handed-over model and a copy of train.py); list (not read) the project's root;
+- write: its own scratch directory only (every cache and temporary file goes there);
+- never: the validation split, other runs' directories, the network, signals or
+  ptrace outside its sandbox, SysV IPC, new sessions (everything stays in the process
+  group the harness kills).
+The self-test runs once per device fingerprint (cached for a day): a sandboxed child
+must use the device (a matmul; on GPUs the driver's files) and must fail to read the
+validation split and to write into the project.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import sandbox
+from harness.guard import ROOT
+from trainer import atomic
+
+PACKAGES = ("harness", "backends", "trainer", "kernels", "conf")
+SELFTEST_MAX_AGE = 24 * 3600.0
+DEVICE_CHECK = {
+    "cpu": "import torch; a = torch.ones(64, 64); assert float((a @ a).sum()) == 64 ** 3",
+    "cuda": "import torch; a = torch.ones(64, 64, device='cuda'); assert float((a @ a).sum()) == 64 ** 3; "
+            "import importlib.util as u; u.find_spec('triton') and __import__('triton')",
+    "rocm": "import torch; a = torch.ones(64, 64, device='cuda'); assert float((a @ a).sum()) == 64 ** 3",
+    "mps": "import torch; a = torch.ones(64, 64, device='mps'); assert float((a @ a).sum()) == 64 ** 3",
+}
+
+
+class IsolationError(RuntimeError):
+    pass
+
+
+@dataclass
+class Isolation:
+    label: str  # "landlock-v7+seccomp", "sandbox-exec" or "none"
+    support: sandbox.Support | None
+    backend: str
+    tokenizer_dir: Path
+    heldout_dir: Path
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.support is not None
+
+    def _common(self) -> sandbox.Policy:
+        code = sandbox.Policy(read=tuple(str(ROOT / p) for p in PACKAGES) + (str(ROOT / "pyproject.toml"),
+                                                                              str(self.tokenizer_dir)),
+                              list_dirs=(str(ROOT),), deny_read=(str(self.heldout_dir),))
+        return sandbox.base_policy(self.backend).merged(code)
+
+    def training_policy(self, scratch: Path, kernels_dir: Path | None = None) -> sandbox.Policy:
+        extra = sandbox.Policy(write=(str(scratch),), read=(str(kernels_dir.resolve()),) if kernels_dir else ())
+        return self._common().merged(extra)
+
+    def runner_policy(self, scratch: Path, handover: Path) -> sandbox.Policy:
+        return self._common().merged(sandbox.Policy(write=(str(scratch),), read=(str(handover),)))
+
+    def wrap(self, argv: list[str], policy: sandbox.Policy) -> list[str]:
+        return sandbox.wrap(argv, policy, self.support) if self.support is not None else argv
+
+    def env(self, scratch: Path) -> dict[str, str]:
+        """Caches and temporary files of a sandboxed process go to its scratch directory."""
+        return sandbox.scratch_env(scratch) if self.support is not None else {}
+
+
+_CHOSEN: dict[tuple, Isolation] = {}
+
+
+def choose(cfg: dict, bk, log=print) -> Isolation:
+    """The isolation for this configuration; runs (or reuses) the start-up self-test."""
+    from trainer import prepare
+
+    mode = cfg.get("isolation", "auto")
+    key = (mode, bk.NAME, cfg["data"]["cache_dir"], cfg["data"]["name"], cfg["data"]["vocab_size"])
+    if key in _CHOSEN:
+        return _CHOSEN[key]
+    tok, held = prepare.tokenizer_dir(cfg["data"]), prepare.heldout_dir(cfg["data"])
+    if mode == "off":
+        iso = Isolation("none", None, bk.NAME, tok, held)
+        log("isolation: none (isolation=off): the agent's code runs unsandboxed; results are NOT tamper-proof")
+    else:
+        sup = sandbox.support()
+        if sup.kind == "none":
+            why = "; ".join(sup.notes) or f"no sandbox on {platform.system()}"
+            if mode == "on":
+                raise IsolationError(f"isolation=on, but no sandbox is available here: {why}")
+            iso = Isolation("none", None, bk.NAME, tok, held)
+            log(f"isolation: WARNING: no sandbox available ({why}); the agent's code runs unsandboxed and "
+                f"results are NOT tamper-proof (isolation=off silences this)")
+        else:
+            iso = Isolation(sup.label, sup, bk.NAME, tok, held)
+            _selftest(iso, cfg, log)
+    _CHOSEN[key] = iso
+    return iso
+
+
+def _selftest(iso: Isolation, cfg: dict, log) -> None:
+    cache = Path(os.path.expanduser(cfg["data"]["cache_dir"])) / "sandbox"
+    ident = {"label": iso.label, "backend": iso.backend, "kernel": platform.release(), "python": sys.version,
+             "prefix": sys.prefix, "root": str(ROOT), "torch": _version("torch"), "triton": _version("triton"),
+             "cache": str(cache.parent), "devices": sorted(sandbox.base_policy(iso.backend).devices)}
+    path = cache / f"selftest-{hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]}.json"
+    try:
+        if time.time() - json.loads(path.read_text())["passed"] < SELFTEST_MAX_AGE:
+            return
+    except (OSError, ValueError, KeyError):
+        pass
+    scratch = cache / f"scratch-{os.getpid()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    held = sorted(p for p in iso.heldout_dir.glob("*") if p.is_file())[:1]
+    t0 = time.time()
+    try:
+        problems = sandbox.selftest(iso.training_policy(scratch), deny_read=[str(p) for p in held],
+                                    deny_write=[str(ROOT / "trainer"), str(iso.tokenizer_dir)],
+                                    device_code=DEVICE_CHECK.get(iso.backend, DEVICE_CHECK["cpu"]),
+                                    env={**_child_env(iso), **iso.env(scratch)})
+    finally:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+    if problems:
+        raise IsolationError(f"the sandbox ({iso.label}) failed its self-test with backend={iso.backend}: "
+                             + "; ".join(problems) + ". Fix the cause, or run with isolation=off "
+                             "(results are then not tamper-proof).")
+    atomic.write_json(path, {**ident, "passed": time.time()})
+    log(f"isolation: {iso.label}: self-test passed in {time.time() - t0:.1f} s (device, validation split "
+        f"unreadable, project read-only)")
+
+
+def _child_env(iso: Isolation) -> dict[str, str]:
+    import backends
+
+    env = dict(os.environ)
+    env[backends.ENV_BACKEND] = iso.backend
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def _version(pkg: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None

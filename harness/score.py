@@ -1,0 +1,209 @@
+"""The scorer: val_bpb of a handed-over model, computed in the harness's own process.
+
+    result = score(spec, launch)      # launch(name) -> Runner: a started, sandboxed runner
+
+The scorer holds the validation rows, their targets and the byte counts; it never
+imports train.py. Two runners (harness/runner.py) run the model:
+1. the scored runner gets the validation inputs batch by batch and returns logits; the
+   scorer checks them (shape, finite) and keeps each target's log-probability;
+2. it is killed, and only then does a second runner, started at the same time but
+   kept waiting with no agent code loaded, rebuild the model and run the probe batches
+   (harness/probe.py): scored prefixes with random suffixes, rows mixed across batches.
+   Their log-probabilities before each cut must match the scored ones within a
+   tolerance the harness fixes per device and dtype; a larger change is refused.
+val_bpb = summed nats / (ln 2 x summed target bytes), special-token targets excluded;
+the byte counts come from the tokenizer's merge table, not from any cached file.
+"""
+from __future__ import annotations
+
+import mmap
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from harness import probe as probe_mod
+from harness import proc
+from harness import runner as wire
+from harness.feed import shared_buffer
+from trainer import prepare
+from trainer.feed import recv_exact
+
+
+class RunnerFailed(Exception):
+    """The runner reported an error, died, or sent something unexpected."""
+
+
+class RunnerTimeout(Exception):
+    pass
+
+
+@dataclass
+class Spec:
+    data: dict
+    batch_rows: int  # rows per scored batch (the preset's device_batch_size)
+    probe_batches: int  # batches the probe runner gets (0: no causality check)
+    tolerance: float  # nats: the largest allowed change of a compared log-probability
+    tolerance_source: str
+    timeout: float  # seconds for the whole evaluation
+    vocab: int = field(init=False)
+
+    def __post_init__(self):
+        self.vocab = int(self.data["vocab_size"])
+
+
+class Runner:
+    """The harness's end of one runner process: a socket and two shared buffers."""
+
+    def __init__(self, name: str, rows: int, seq_len: int, vocab: int):
+        self.name = name
+        self.sock, self._child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.in_bytes, self.out_bytes = rows * seq_len * 4, rows * seq_len * vocab * 4
+        self.in_fd, self.out_fd = shared_buffer(self.in_bytes), shared_buffer(self.out_bytes)
+        self.ids = np.frombuffer(mmap.mmap(self.in_fd, self.in_bytes, access=mmap.ACCESS_WRITE), dtype=np.int32)
+        self.logits = np.frombuffer(mmap.mmap(self.out_fd, self.out_bytes, access=mmap.ACCESS_WRITE),
+                                    dtype=np.float32)  # written by the runner, read here
+        self.vocab = vocab
+        self.child: proc.Child | None = None
+
+    def env_value(self, handover: Path) -> str:
+        return f"{self._child_sock.fileno()},{self.in_fd},{self.in_bytes},{self.out_fd},{self.out_bytes},{handover}"
+
+    def fds(self) -> tuple[int, ...]:
+        return self._child_sock.fileno(), self.in_fd, self.out_fd
+
+    def started(self, child: proc.Child) -> "Runner":
+        self.child = child
+        self._child_sock.close()
+        return self
+
+    def _expect(self, want: bytes, deadline: float) -> None:
+        self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            raw = recv_exact(self.sock, wire.FROM_RUNNER.size)
+            op, n = wire.FROM_RUNNER.unpack(raw) if raw else (b"", 0)
+            text = recv_exact(self.sock, min(n, wire.MAX_MESSAGE)) if raw and n else b""
+        except socket.timeout:
+            raise RunnerTimeout(f"the {self.name} runner did not answer in time") from None
+        except OSError as e:
+            raise RunnerFailed(f"the {self.name} runner's socket failed: {e}") from None
+        if op == want:
+            return
+        if op == wire.FAIL:
+            raise RunnerFailed((text or b"").decode("utf-8", "replace").strip())
+        if not raw:
+            raise RunnerFailed(f"the {self.name} runner exited without answering")
+        raise RunnerFailed(f"the {self.name} runner sent {op!r}, expected {want!r}")
+
+    def ready(self, deadline: float) -> None:
+        self._expect(wire.READY, deadline)
+
+    def load(self, deadline: float) -> None:
+        self.sock.sendall(wire.TO_RUNNER.pack(wire.LOAD, 0, 0))
+        self._expect(wire.LOADED, deadline)
+
+    def forward(self, ids: np.ndarray, deadline: float) -> torch.Tensor:
+        """float32 (rows, T, vocab) logits for int ids (rows, T), as a view of the buffer."""
+        rows, T = ids.shape
+        self.ids[: rows * T] = ids.reshape(-1)
+        self.sock.sendall(wire.TO_RUNNER.pack(wire.FORWARD, rows, T))
+        self._expect(wire.DONE, deadline)
+        return torch.from_numpy(self.logits[: rows * T * self.vocab]).view(rows, T, self.vocab)
+
+    def close(self) -> None:
+        """Kill the runner and everything it started; release the buffers."""
+        if self.child is not None:
+            self.child.kill_tree()
+        for closer in (self.sock.close, self._child_sock.close):
+            try:
+                closer()
+            except OSError:
+                pass
+
+
+class NotFinite(Exception):
+    pass
+
+
+def _logprobs(logits: torch.Tensor, targets: np.ndarray) -> np.ndarray:
+    if not bool(torch.isfinite(logits).all()):
+        raise NotFinite("the model returned non-finite logits")
+    return prepare.target_logprobs(logits, torch.from_numpy(targets).long()).numpy()
+
+
+def score(spec: Spec, launch: Callable[[str], Runner], log=lambda msg: None) -> dict:
+    """Score the handed-over model; a dict with status (ok|refused|nan|crash|timeout),
+    val_bpb, reason and the probe's figures."""
+    t0 = time.monotonic()
+    deadline = t0 + spec.timeout
+    scored = launch("scored")
+    probing = spec.probe_batches > 0
+    prober = launch("probe") if probing else None  # imports now, loads the model only later
+    result: dict = {"eval_rows": 0}
+    try:
+        rows = prepare.eval_rows(spec.batch_rows, spec.data)  # (N, T + 1), while the runners start
+        N, T = rows.shape[0], rows.shape[1] - 1
+        token_bytes = prepare.token_bytes_of(spec.data).astype(np.int64)
+        x, y = rows[:, :-1].astype(np.int32), rows[:, 1:]
+        scored.ready(deadline)
+        scored.load(deadline)
+        lp = np.empty((N, T), dtype=np.float32)
+        for i in range(0, N, spec.batch_rows):
+            logits = scored.forward(x[i:i + spec.batch_rows], deadline)
+            lp[i:i + spec.batch_rows] = _logprobs(logits, y[i:i + spec.batch_rows])
+        scored.close()  # dead before the probe runner runs any of the model's code
+        tb = token_bytes[y]
+        nats = -float((lp.astype(np.float64) * (tb > 0)).sum())
+        val_bpb = prepare.bits_per_byte(nats, int(tb.sum()))
+        result.update(eval_rows=N, eval_tokens=N * T, val_bpb=val_bpb)
+        log(f"experiment: scored {N * T:,} tokens in {time.monotonic() - t0:.1f} s: val_bpb {val_bpb:.6f}")
+        if prober is not None:
+            result["probe"] = _probe(spec, prober, x, y, lp, token_bytes, deadline)
+            worst = result["probe"]
+            if not worst["max_diff"] <= spec.tolerance:  # nan fails too
+                result.update(status="refused", val_bpb=None, reason=(
+                    f"the model is not causal: with the tokens of scored row {worst['row']} replaced from "
+                    f"position {worst['cut']} on (and other rows of its batch swapped), the log-probability of "
+                    f"the real next token at position {worst['pos']} moved by {worst['max_diff']:.3g} nats "
+                    f"(tolerance {spec.tolerance:.3g}, {spec.tolerance_source}). A model must not read future "
+                    f"tokens, other rows of its batch, or state left by earlier batches, and must be "
+                    f"deterministic within the tolerance."))
+                return result
+        result.update(status="ok", reason="")
+    except NotFinite as e:
+        result.update(status="nan", val_bpb=None, reason=str(e))
+    except RunnerTimeout as e:
+        result.update(status="timeout", val_bpb=None, reason=f"evaluation timed out after {spec.timeout:g} s: {e}")
+    except RunnerFailed as e:
+        result.update(status="crash", val_bpb=None, reason=f"evaluation failed: {e}")
+    finally:
+        scored.close()
+        if prober is not None:
+            prober.close()
+        result["eval_seconds"] = time.monotonic() - t0
+    return result
+
+
+def _probe(spec: Spec, prober: Runner, x: np.ndarray, y: np.ndarray, lp: np.ndarray,
+           token_bytes: np.ndarray, deadline: float) -> dict:
+    seed = secrets.randbits(63)  # drawn after the scored runner is gone; logged afterwards
+    rng = np.random.default_rng(seed)
+    pool = np.flatnonzero(token_bytes > 0)  # ordinary tokens (no BOS among the random ones)
+    batches = probe_mod.make(x, spec.batch_rows, spec.probe_batches, pool, rng)
+    prober.ready(deadline)
+    prober.load(deadline)
+    worst, compared = None, 0
+    for b in batches:
+        probe_lp = _logprobs(prober.forward(b.ids, deadline), y[b.rows])
+        w = probe_mod.compare(lp, probe_lp, b)
+        compared += w.compared
+        if worst is None or not (w.diff <= worst.diff):
+            worst = w
+    return {"batches": len(batches), "rows": len(batches) * spec.batch_rows, "positions_compared": compared,
+            "max_diff": worst.diff, "row": worst.row, "pos": worst.pos, "cut": worst.cut,
+            "tolerance": spec.tolerance, "tolerance_source": spec.tolerance_source, "seed": seed}
