@@ -1,5 +1,6 @@
-"""Where an experiment's wall time goes: training vs everything else (start-up, handover,
-evaluation), and the training throughput. Prints figures; asserts nothing.
+"""Where an experiment's wall time goes: training vs everything else (start-up before the
+harness's clock starts, the handover, the evaluation with its causality probe), and the
+training throughput. Prints figures; asserts nothing.
 
     .venv/bin/python benchmarks/experiment_overhead.py [--runs 2] [overrides ...]
     .venv/bin/python benchmarks/experiment_overhead.py --runs 1 backend=cpu model=tiny budget.mode=wall budget.seconds=30
@@ -20,9 +21,6 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("overrides", nargs="*", default=["backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=30"])
     args = ap.parse_args()
-    from harness.config import compose_dict
-
-    batch = compose_dict("experiment", [o for o in args.overrides if not o.startswith("hydra.")])["model"]["total_batch_size"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.runs):
@@ -32,15 +30,18 @@ def main() -> None:
             s = json.loads((run_dir / "summary.json").read_text())
             rows.append(s)
             train, total = s["training_seconds"], s["total_seconds"]
-            tps = s["num_steps"] * batch / train if train else float("nan")  # untimed warm-up steps included
+            tps = s["timed_tokens"] / train if train else float("nan")
             log = (run_dir / "train.log").read_text().splitlines()
             step_tps = [float(l.split("tok/s")[1].split("|")[0].replace(",", "")) for l in log if "tok/s" in l]
-            print(f"run {i}: val_bpb {s['val_bpb']:.4f} | steps {s['num_steps']} | training {train:.1f} s of {total:.1f} s "
-                  f"wall -> non-training share {100 * (1 - train / total):.1f}% | train process {s['train_process_seconds']:.1f} s,"
-                  f" eval process {s['eval_process_seconds']:.1f} s (metric {s['eval_seconds']:.1f} s) | "
-                  f"tokens/s {tps:,.0f} (median step {statistics.median(step_tps[1:] or step_tps):,.0f}) | {s['device']}")
+            print(f"run {i}: val_bpb {s['val_bpb']:.4f} | batches {s['num_steps']} | training {train:.1f} s of "
+                  f"{total:.1f} s wall -> non-training {total - train:.1f} s, share {100 * (1 - train / total):.1f}% | "
+                  f"start-up {s['startup_seconds']:.1f} s, train process {s['train_process_seconds']:.1f} s, "
+                  f"evaluation {s['eval_seconds']:.1f} s (probe: {s['probe']['rows']} rows) | tokens/s {tps:,.0f} "
+                  f"(median step {statistics.median(step_tps[1:] or step_tps):,.0f}) | {s['isolation']} | {s['device']}")
     share = [1 - r["training_seconds"] / r["total_seconds"] for r in rows]
-    print(f"non-training share: mean {100 * statistics.mean(share):.1f}% over {len(rows)} runs ({' '.join(args.overrides)})")
+    other = [r["total_seconds"] - r["training_seconds"] for r in rows]
+    print(f"non-training: mean {statistics.mean(other):.2f} s (min {min(other):.2f}, max {max(other):.2f}), share "
+          f"{100 * statistics.mean(share):.1f}% over {len(rows)} runs ({' '.join(args.overrides)})")
 
 
 if __name__ == "__main__":

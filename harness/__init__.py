@@ -1,1 +1,2 @@
-"""The harness: CLI, experiment runner, evaluator, hash guard (DESIGN §2-§3)."""
+"""The harness: CLI, experiment runner, data feed and clock, sandbox, scorer and model
+runners, calibration, campaigns (see the README: the trust model, budgets, campaigns)."""

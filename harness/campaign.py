@@ -114,7 +114,13 @@ class Campaign:
         """Calibrate once per invocation (cached across them) and fix the budget's length."""
         from harness import calibration
 
+        from harness import isolation
+
         experiment.ensure_prepared(self.cfg["data"])
+        iso = isolation.choose(self.cfg, self.bk, log=lambda m: print(m, flush=True))
+        if not iso.sandboxed:
+            print("campaign: WARNING: the agent's code runs without a sandbox (isolation: none): this "
+                  "campaign's results are not tamper-proof", flush=True)
         self.calibration = calibration.calibrate(self.cfg) if budget_mod.needs_calibration(self.cfg) else None
         self.budget_seconds = experiment.resolve_budget(self.cfg, self.calibration)[0].seconds
 
@@ -293,6 +299,10 @@ class Campaign:
         lines = [*self.ledger.summary_lines(last=50), ""]
         if best:
             lines.append(f"best kept: val_bpb {best['val_bpb']:.6f} at {best['commit']} ({best['description']})")
+        bare = sum(1 for r in self.ledger.records() if r.get("isolation") == "none")
+        if bare:
+            lines.append(f"WARNING:   {bare} experiment(s) ran without a sandbox (isolation: none): "
+                         f"their results are not tamper-proof")
         lines += [f"ledger:    {self.dir / 'results.tsv'} (everything: results.jsonl)",
                   f"work tree: {self.tree} (branch {self.branch}, head = the last kept commit)",
                   f"runs:      {self.dir / 'runs'}"]

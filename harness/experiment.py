@@ -184,8 +184,7 @@ def _account(out: dict, model: Path, budget: budget_mod.Budget) -> None:
     out["mfu_percent"] = 100 * fpt * out["timed_tokens"] / secs / peak if peak and secs > 0 else None
     if budget.mode == "flops" and budget.flops:
         used = fpt * out["total_tokens"]
-        slack = fpt * (out["total_tokens"] / max(1, out["num_steps"]))  # the last batch may cross the line
-        if used > budget.flops + slack:
+        if used > budget.flops * 1.001:  # a rounding's worth of slack, no more
             out.update(status="refused", reason=(
                 f"trained past the FLOP budget: {used:.3e} FLOPs (6 x {facts.num_float_elements:,} model elements "
                 f"x {out['total_tokens']:,} tokens) of {budget.flops:.3e}; declare the model's FLOPs per token "

@@ -16,7 +16,9 @@ the run is credited with, whatever train.py prints:
   runs out, whichever comes first; it stops when the model is handed over (the save is
   part of training);
 - the deadline: clock start + budget + grace (tokens/flops: 1.5 x their estimate in
-  seconds); a run still training then is cut off, never credited.
+  seconds); a run still training then is cut off, never credited;
+- tokens and flops budgets: a request that would take the run past the budget is not
+  served (the client's loader ends), so the count never exceeds it.
 """
 from __future__ import annotations
 
@@ -179,12 +181,14 @@ class Feed:
             return self.tokens * self.flops_per_token() / b.flops
         return self.training_seconds(now) / b.seconds
 
-    def _exhausted(self) -> bool:
+    def _exhausted(self, more: int) -> bool:
+        """Whether serving `more` tokens would take the run past a tokens or flops budget
+        (never served, whatever the size of the request: a budget is never overrun)."""
         b = self.budget
         if b.mode == "tokens" and b.tokens:
-            return self.tokens >= b.tokens
+            return self.tokens + more > b.tokens
         if b.mode == "flops" and b.flops and self.flops_per_token():
-            return self.tokens * self.flops_per_token() >= b.flops
+            return (self.tokens + more) * self.flops_per_token() > b.flops
         return False
 
     # ------------------------------------------------------------------ serving
@@ -230,7 +234,7 @@ class Feed:
             return self._reply(wire.TOO_BIG)
         if self.tokens >= self.warmup_tokens and self.t_warm is None:
             self.t_warm = now
-        if self._exhausted():
+        if self._exhausted(rows * seq_len):
             return self._reply(wire.EXHAUSTED)
         batch, epoch = self._source(seq_len).take(rows)
         n = rows * (seq_len + 1)

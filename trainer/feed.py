@@ -36,7 +36,8 @@ OP_BATCH, OP_HANDOVER = b"BTCH", b"HAND"
 REPLY = struct.Struct("<IIIIdddQ")
 OK, EXHAUSTED, TOO_BIG, BAD_REQUEST, CLOSED = 0, 1, 2, 3, 4
 WHY = {
-    EXHAUSTED: "the token budget is used up: stop training once prepare.budget_progress() >= 1",
+    EXHAUSTED: "the token budget is used up (a batch that would overrun it is not served): stop training "
+               "once prepare.budget_progress() >= 1",
     TOO_BIG: "batch too large for the feed's shared buffer",
     BAD_REQUEST: "bad batch request (rows and seq_len must be positive, seq_len at most MAX_SEQ_LEN)",
     CLOSED: "the harness closed the feed",
