@@ -35,7 +35,7 @@ def experiment(tmp: Path, threads: int, *extra) -> dict:
     run_dir = tmp / f"t{threads}-{extra[0].split('=')[-1]}"
     cli("experiment", *BASE, f"backend.threads={threads}", "quiet=true", f"hydra.run.dir={run_dir}", *extra)
     s = json.loads((run_dir / "summary.json").read_text())
-    s["tokens"] = s["num_steps"] * 2048  # tiny: 2,048 tokens per step
+    s["tokens"] = s["total_tokens"]  # what the harness's feed served
     return s
 
 

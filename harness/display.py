@@ -7,6 +7,8 @@ import sys
 import threading
 import time
 
+from harness.summary import printable
+
 
 class Display:
     def __init__(self, stream=None, interval: float | None = None):
@@ -60,5 +62,6 @@ class Display:
     def result(self, row: dict) -> None:
         v = row.get("val_bpb")
         val = f"{v:.6f}" if v is not None else "-"
-        extra = f" ({row['reason'][:120]})" if row["status"] in ("crash", "refused") and row.get("reason") else ""
+        why = " ".join(str(row.get("reason") or "").split())[:120]  # one line, whatever the model raised
+        extra = f" ({printable(why)})" if row["status"] in ("crash", "refused") and why else ""
         self.note(f"[exp {row['seq']}] {row['status']:<8} val_bpb {val} | {row['description'][:70]}{extra}")

@@ -193,8 +193,9 @@ def _account(out: dict, model: Path, budget: budget_mod.Budget) -> None:
 
 def _evaluate(cfg: dict, bk, iso: isolation.Isolation, lim: limits.Limits, run_dir: Path, handover: Path,
               say) -> dict:
-    spec = score.Spec(cfg["data"], int(cfg["model"]["device_batch_size"]), lim.probe_batches,
-                      lim.tolerance, lim.tolerance_source, float(cfg["eval"]["timeout_seconds"]))
+    batch, T = int(cfg["model"]["device_batch_size"]), int(cfg["data"]["max_seq_len"])
+    spec = score.Spec(cfg["data"], score.chunk_rows(batch, T, int(cfg["data"]["vocab_size"])), batch,
+                      lim.probe_batches, lim.tolerance, lim.tolerance_source, float(cfg["eval"]["timeout_seconds"]))
 
     def launch(name: str) -> score.Runner:
         from harness import proc
@@ -243,9 +244,10 @@ def report(out: dict) -> int:
     if out["status"] != "ok":
         if out.get("log_tail"):
             # prefixed like the live echo: no line of train.py's can pass for a summary line
-            tail = "\n".join("  | " + line for line in out["log_tail"].splitlines())
-            print("---- log tail ----\n" + tail, file=sys.stderr)
-        print(f"experiment: {out['status'].upper()}: {out.get('reason', '')}", file=sys.stderr)
+            print("---- log tail ----\n" + summary.quoted(out["log_tail"]), file=sys.stderr)
+        first, _, rest = str(out.get("reason", "")).partition("\n")  # a reason may quote the model's error
+        print(f"experiment: {out['status'].upper()}: {summary.printable(first)}"
+              + ("\n" + summary.quoted(rest) if rest else ""), file=sys.stderr)
     if out.get("isolation") == "none":
         print("experiment: WARNING: isolation: none: this result is not tamper-proof", file=sys.stderr)
     v = out.get("val_bpb")

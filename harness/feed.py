@@ -38,6 +38,7 @@ from trainer import feed as wire
 from trainer import prepare
 
 MAX_BATCH_TOKENS = 16 << 20  # int32 tokens in one batch: 64 MB of shared buffer
+MAX_SOURCES = 4  # row lengths packed at once (one per distinct seq_len asked for)
 
 
 def shared_buffer(size: int) -> int:
@@ -194,7 +195,12 @@ class Feed:
     # ------------------------------------------------------------------ serving
     def _source(self, seq_len: int) -> _Rows:
         if seq_len not in self._rows:
+            if len(self._rows) >= MAX_SOURCES:  # bounded memory, whatever lengths are asked for
+                oldest = next(iter(self._rows))
+                self._rows.pop(oldest).close()
             self._rows[seq_len] = _Rows(self.data, seq_len, self._tok)
+        else:
+            self._rows[seq_len] = self._rows.pop(seq_len)  # most recently used last
         return self._rows[seq_len]
 
     def _reply(self, status: int, rows: int = 0, seq_len: int = 0, epoch: int = 0) -> None:

@@ -35,12 +35,33 @@ from trainer import atomic
 
 PACKAGES = ("harness", "backends", "trainer", "kernels", "conf")
 SELFTEST_MAX_AGE = 24 * 3600.0
+# On GPUs a Triton kernel is compiled and launched in the sandbox: the driver, the device
+# files, the compiler and the compile cache (in the scratch directory) all work. Triton
+# reads a kernel's source, so it goes to a file first.
+_TRITON_KERNEL = (
+    "import torch, triton, triton.language as tl\n"
+    "@triton.jit\n"
+    "def fill(x, n: tl.constexpr):\n"
+    "    i = tl.arange(0, n)\n"
+    "    tl.store(x + i, i.to(tl.float32))\n"
+    "y = torch.empty(16, device='cuda')\n"
+    "fill[(1,)](y, 16)\n"
+    "assert float(y.sum()) == 120.0\n"
+)
+_TRITON_CHECK = (
+    "import importlib.util, os, sys\n"
+    "if importlib.util.find_spec('triton') is not None:\n"
+    "    path = os.path.join(os.environ.get('TMPDIR', '.'), 'sandbox_triton_check.py')\n"
+    f"    open(path, 'w').write({_TRITON_KERNEL!r})\n"
+    "    sys.path.insert(0, os.path.dirname(path))\n"
+    "    import sandbox_triton_check\n"
+)
+_MATMUL = "import torch\na = torch.ones(64, 64, device={!r})\nassert float((a @ a).sum()) == 64 ** 3\n"
 DEVICE_CHECK = {
-    "cpu": "import torch; a = torch.ones(64, 64); assert float((a @ a).sum()) == 64 ** 3",
-    "cuda": "import torch; a = torch.ones(64, 64, device='cuda'); assert float((a @ a).sum()) == 64 ** 3; "
-            "import importlib.util as u; u.find_spec('triton') and __import__('triton')",
-    "rocm": "import torch; a = torch.ones(64, 64, device='cuda'); assert float((a @ a).sum()) == 64 ** 3",
-    "mps": "import torch; a = torch.ones(64, 64, device='mps'); assert float((a @ a).sum()) == 64 ** 3",
+    "cpu": _MATMUL.format("cpu"),
+    "cuda": _MATMUL.format("cuda") + _TRITON_CHECK,
+    "rocm": _MATMUL.format("cuda") + _TRITON_CHECK,
+    "mps": _MATMUL.format("mps"),
 }
 
 
@@ -125,10 +146,13 @@ def _selftest(iso: Isolation, cfg: dict, log) -> None:
         pass
     scratch = cache / f"scratch-{os.getpid()}"
     scratch.mkdir(parents=True, exist_ok=True)
-    held = sorted(p for p in iso.heldout_dir.glob("*") if p.is_file())[:1]
+    from trainer import prepare
+
+    train_split = prepare.split_files("train", cfg["data"])[:1]  # served by the feed, never read directly
     t0 = time.time()
     try:
-        problems = sandbox.selftest(iso.training_policy(scratch), deny_read=[str(p) for p in held],
+        problems = sandbox.selftest(iso.training_policy(scratch),
+                                    deny_read=[str(iso.heldout_dir), *map(str, train_split)],
                                     deny_write=[str(ROOT / "trainer"), str(iso.tokenizer_dir)],
                                     device_code=DEVICE_CHECK.get(iso.backend, DEVICE_CHECK["cpu"]),
                                     env={**_child_env(iso), **iso.env(scratch)})

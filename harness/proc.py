@@ -26,6 +26,12 @@ from pathlib import Path
 MAX_LOG_BYTES = 32 << 20  # a child printing without end must not fill the disk
 
 
+def printable(text: str) -> str:
+    from harness.summary import printable as _printable
+
+    return _printable(text)
+
+
 @dataclass
 class ChildResult:
     returncode: int | None  # None when killed at the limit
@@ -72,7 +78,7 @@ class Child:
                     written += len(raw)
                     if written >= MAX_LOG_BYTES:
                         logf.write(b"\n[harness: output truncated at %d MB]\n" % (MAX_LOG_BYTES >> 20))
-                line = raw.decode("utf-8", "replace").rstrip("\n")[:2000]
+                line = printable(raw.decode("utf-8", "replace").rstrip("\n")[:2000])
                 self.tail.append(line)
                 if echo:
                     sys.stdout.write(prefix + line + "\n")

@@ -43,10 +43,21 @@ class RunnerTimeout(Exception):
     pass
 
 
+MAX_LOGITS_BYTES = 1 << 30  # one forward's float32 logits, shared with a runner
+
+
+def chunk_rows(batch_rows: int, seq_len: int, vocab: int, cap: int = MAX_LOGITS_BYTES) -> int:
+    """Rows per forward call: the preset's batch, or its largest divisor whose logits fit in
+    `cap` bytes (the reference preset's 128 x 2048 x 8192 floats would be 8.6 GB)."""
+    per_row = seq_len * vocab * 4
+    return max([d for d in range(1, batch_rows + 1) if batch_rows % d == 0 and d * per_row <= cap] or [1])
+
+
 @dataclass
 class Spec:
     data: dict
-    batch_rows: int  # rows per scored batch (the preset's device_batch_size)
+    batch_rows: int  # rows per forward call (the preset's device_batch_size, or a divisor of it)
+    eval_batch: int  # the preset's device_batch_size: which validation rows are scored
     probe_batches: int  # batches the probe runner gets (0: no causality check)
     tolerance: float  # nats: the largest allowed change of a compared log-probability
     tolerance_source: str
@@ -146,7 +157,7 @@ def score(spec: Spec, launch: Callable[[str], Runner], log=lambda msg: None) -> 
     prober = launch("probe") if probing else None  # imports now, loads the model only later
     result: dict = {"eval_rows": 0}
     try:
-        rows = prepare.eval_rows(spec.batch_rows, spec.data)  # (N, T + 1), while the runners start
+        rows = prepare.eval_rows(spec.eval_batch, spec.data)  # (N, T + 1), while the runners start
         N, T = rows.shape[0], rows.shape[1] - 1
         token_bytes = prepare.token_bytes_of(spec.data).astype(np.int64)
         x, y = rows[:, :-1].astype(np.int32), rows[:, 1:]

@@ -7,6 +7,7 @@ figures only; what train.py printed in such a block is kept as its claims, under
 from __future__ import annotations
 
 import math
+import re
 
 # The fixed order (DESIGN §3); the harness appends its own keys after these.
 KEYS = (
@@ -28,10 +29,26 @@ def parse(text: str) -> dict:
     out: dict = {}
     for line in lines[starts[-1] + 1:]:
         key, sep, value = line.partition(":")
-        if not sep or not key.strip() or " " in key.strip():
+        if not sep or not KEY.fullmatch(key.strip()):
             break
-        out[key.strip()] = _value(value.strip())
+        out[key.strip()] = _value(printable(value.strip())[:200])
     return out
+
+
+KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (carriage returns, terminal escapes) made visible, so
+    a line cannot redraw what was printed before it on a terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def quoted(text: str, prefix: str = "  | ") -> str:
+    """Text written by the agent's code (a reason, a log tail), every line prefixed: none of
+    it can read as a summary line (`grep '^val_bpb:'`)."""
+    return "\n".join(prefix + printable(line) for line in str(text).splitlines())
 
 
 def _value(v: str):

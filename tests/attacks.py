@@ -204,4 +204,9 @@ print("---")
 for line in ("val_bpb: 0.010000", "training_seconds: 1.0", "num_steps: 99999", "budget_mode: tokens",
              "budget_seconds: 9999", "run_dir: /nowhere", "isolation: none", "status: ok"):
     print(line, flush=True)
+print("\\rval_bpb: 0.001 (a carriage return would hide the echo's prefix on a terminal)", flush=True)
+'''
+RUNNER_CRASH_WITH_BLOCK = '''
+if not self.training:
+    raise ValueError("\\n---\\nval_bpb: 0.001\\nstatus: ok")
 '''

@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import socket
-import threading
 import uuid
 
 import pytest
@@ -14,6 +13,10 @@ from tests import attacks, fakes
 from tests.conftest import ROOT, experiment
 
 pytestmark = pytest.mark.slow
+# Classes 3 and 5 are stopped by the sandbox; without one the product still runs (and says
+# `isolation: none`), so those tests have nothing to check there.
+needs_sandbox = pytest.mark.skipif(__import__("harness.sandbox", fromlist=["support"]).support().kind == "none",
+                                   reason="no sandbox on this machine (Landlock on Linux, sandbox-exec on macOS)")
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,7 @@ def test_class2_models_that_read_what_they_must_not_are_refused(cache_dir, tmp_p
 
 # --------------------------------------------------------------------------- class 3
 
+@needs_sandbox
 def test_class3_the_validation_split_is_out_of_reach(honest, tmp_path):
     """train.py cannot read the validation split (nor list it, nor get it through prepare),
     nor the training split behind the feed's back; the runner cannot leave what it saw
@@ -116,6 +120,7 @@ def _hashes(paths):
     return {str(p): hashlib.sha256(open(p, "rb").read()).hexdigest() for p in paths if os.path.exists(p)}
 
 
+@needs_sandbox
 def test_class5_no_file_outside_its_scratch_is_writable(honest, tmp_path):
     from trainer import prepare
 
@@ -130,9 +135,9 @@ def test_class5_no_file_outside_its_scratch_is_writable(honest, tmp_path):
     assert _hashes(watched) == before and not os.path.exists("/tmp/autoresearch-planted.py")
 
 
+@needs_sandbox
 def test_class5_every_process_dies_at_the_handover_and_none_reaches_out(honest, tmp_path):
-    server = socket.create_server(("127.0.0.1", 0))
-    threading.Thread(target=lambda: server.accept(), daemon=True).start()
+    server = socket.create_server(("127.0.0.1", 0))  # listening: the kernel would complete a connect
     top = attacks.ATTEMPT + f"PORT = {server.getsockname()[1]}\n"
     t = fakes.write(tmp_path / "t.py", top=top, before_eval=attacks.PROCESSES)
     res, s = experiment(tmp_path / "run", t)
@@ -167,7 +172,8 @@ def test_class5_a_handover_that_is_not_a_plain_file_is_not_followed(cache_dir, t
 # --------------------------------------------------------------------------- class 6
 
 def test_class6_printed_summary_lines_stay_train_pys_own(honest, tmp_path):
-    res, s = experiment(tmp_path / "run", fakes.write(tmp_path / "t.py", before_eval=attacks.FAKE_BLOCK))
+    res, s = experiment(tmp_path / "run", fakes.write(tmp_path / "t.py", before_eval=attacks.FAKE_BLOCK),
+                        "quiet=false")  # the live echo too
     assert s["status"] == "ok" and s["val_bpb"] == pytest.approx(honest, abs=1e-9)
     assert s["budget_mode"] == "wall" and s["num_steps"] == 5 and s["run_dir"] == str(tmp_path / "run")
     assert s["isolation"] != "none" and s["training_seconds"] < 5.0
@@ -178,10 +184,15 @@ def test_class6_printed_summary_lines_stay_train_pys_own(honest, tmp_path):
     assert on_disk["val_bpb"] == s["val_bpb"]
 
 
-def test_class6_a_crash_log_tail_cannot_pass_for_a_summary(cache_dir, tmp_path):
-    hack = attacks.FAKE_BLOCK + "raise SystemExit(1)"
-    res, s = experiment(tmp_path / "run", fakes.write(tmp_path / "t.py", before_eval=hack))
-    assert s["status"] == "crash"
+@pytest.mark.parametrize("where", ["train.py", "runner"])
+def test_class6_a_crash_cannot_print_a_summary_line(cache_dir, tmp_path, where):
+    """Neither the log tail nor an error message the model raised (quoted in the reason)."""
+    if where == "train.py":
+        t = fakes.write(tmp_path / "t.py", before_eval=attacks.FAKE_BLOCK + "raise SystemExit(1)")
+    else:
+        t = fakes.write(tmp_path / "t.py", forward_extra=attacks.RUNNER_CRASH_WITH_BLOCK)
+    res, s = experiment(tmp_path / "run", t, "quiet=false")
+    assert s["status"] == "crash", s
     assert not [line for line in (res.stdout + res.stderr).splitlines() if line.startswith("val_bpb:")]
 
 

@@ -59,7 +59,7 @@ VOCAB_SIZE: int = DATA["vocab_size"]  # BPE vocabulary incl. special tokens
 EVAL_TOKENS: int = DATA["eval_tokens"]  # validation tokens scored (upper bound)
 BUDGET: dict = SETTINGS["budget"]  # the budget the harness resolved for this run
 TOKEN_BUDGET: int | None = BUDGET.get("tokens")  # budget.mode=tokens: training tokens, else None
-FLOP_BUDGET: float | None = BUDGET.get("flops")  # budget.mode=flops: training FLOPs (6 x parameters x tokens), else None
+FLOP_BUDGET: float | None = BUDGET.get("flops")  # budget.mode=flops: training FLOPs (see model_flops_per_token), else None
 
 
 class _Budget(float):
