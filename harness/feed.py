@@ -124,6 +124,7 @@ class Feed:
         self.error: str | None = None  # a harness-side failure (unreadable data), not the agent's
         self._asked: list[float] = []  # request times, for the step-time estimate
         self.handed_over = threading.Event()
+        self.on_handover = None  # called at once, from the serving thread (the harness kills there)
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ the child's side
@@ -218,7 +219,9 @@ class Feed:
                 op, rows, seq_len, fpt = wire.REQUEST.unpack(raw)
                 now = time.monotonic()
                 if op == wire.OP_HANDOVER:
-                    self.t_handover = now
+                    if self.on_handover is not None:
+                        self.on_handover()  # nothing of the run goes on after this
+                    self.t_handover = time.monotonic()
                     self.handed_over.set()
                     return
                 if op != wire.OP_BATCH:

@@ -71,7 +71,7 @@ class Child:
     def _pump(self, log: Path, echo: bool, prefix: str) -> None:
         written = 0
         with open(log, "wb") as logf:
-            for raw in iter(self.popen.stdout.readline, b""):
+            for raw in iter(lambda: self.popen.stdout.readline(1 << 16), b""):  # a line without end is cut
                 if written < MAX_LOG_BYTES:
                     logf.write(raw)
                     logf.flush()

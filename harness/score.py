@@ -111,18 +111,24 @@ class Runner:
             raise RunnerFailed(f"the {self.name} runner exited without answering")
         raise RunnerFailed(f"the {self.name} runner sent {op!r}, expected {want!r}")
 
+    def _send(self, op: bytes, rows: int = 0, seq_len: int = 0) -> None:
+        try:
+            self.sock.sendall(wire.TO_RUNNER.pack(op, rows, seq_len))
+        except OSError:
+            raise RunnerFailed(f"the {self.name} runner exited") from None
+
     def ready(self, deadline: float) -> None:
         self._expect(wire.READY, deadline)
 
     def load(self, deadline: float) -> None:
-        self.sock.sendall(wire.TO_RUNNER.pack(wire.LOAD, 0, 0))
+        self._send(wire.LOAD)
         self._expect(wire.LOADED, deadline)
 
     def forward(self, ids: np.ndarray, deadline: float) -> torch.Tensor:
         """float32 (rows, T, vocab) logits for int ids (rows, T), as a view of the buffer."""
         rows, T = ids.shape
         self.ids[: rows * T] = ids.reshape(-1)
-        self.sock.sendall(wire.TO_RUNNER.pack(wire.FORWARD, rows, T))
+        self._send(wire.FORWARD, rows, T)
         self._expect(wire.DONE, deadline)
         return torch.from_numpy(self.logits[: rows * T * self.vocab]).view(rows, T, self.vocab)
 
@@ -152,11 +158,12 @@ def score(spec: Spec, launch: Callable[[str], Runner], log=lambda msg: None) -> 
     val_bpb, reason and the probe's figures."""
     t0 = time.monotonic()
     deadline = t0 + spec.timeout
-    scored = launch("scored")
-    probing = spec.probe_batches > 0
-    prober = launch("probe") if probing else None  # imports now, loads the model only later
+    scored = prober = None
     result: dict = {"eval_rows": 0}
     try:
+        scored = launch("scored")
+        if spec.probe_batches > 0:
+            prober = launch("probe")  # imports now, loads the model only once `scored` is dead
         rows = prepare.eval_rows(spec.eval_batch, spec.data)  # (N, T + 1), while the runners start
         N, T = rows.shape[0], rows.shape[1] - 1
         token_bytes = prepare.token_bytes_of(spec.data).astype(np.int64)
@@ -193,9 +200,9 @@ def score(spec: Spec, launch: Callable[[str], Runner], log=lambda msg: None) -> 
     except RunnerFailed as e:
         result.update(status="crash", val_bpb=None, reason=f"evaluation failed: {e}")
     finally:
-        scored.close()
-        if prober is not None:
-            prober.close()
+        for r in (scored, prober):
+            if r is not None:
+                r.close()
         result["eval_seconds"] = time.monotonic() - t0
     return result
 

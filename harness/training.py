@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ def run(cmd: list[str], *, scratch: Path, handover: Path, env: dict, feed: Feed,
     child = proc.Child.start(cmd, cwd=scratch, env={**env, **feed.env()}, log=log, echo=echo, prefix="  | ",
                              pass_fds=feed.child_fds())
     t_spawn = child.t0
+    feed.on_handover = lambda: _kill_group(child.pid)
     feed.start(t_spawn)
     mem = PeakMemory(child.pid, backend).start()
     cut_off = False
@@ -72,9 +74,9 @@ def run(cmd: list[str], *, scratch: Path, handover: Path, env: dict, feed: Feed,
         return out
     if feed.error:
         out.status, out.reason = "crash", f"harness error: {feed.error}"
-    elif feed.handed_over.is_set():
+    elif feed.handed_over.is_set() and feed.training_seconds() <= feed.seconds_limit():
         _take_model(scratch / HANDOVER_FILE, handover / HANDOVER_FILE, out)
-    elif cut_off:
+    elif cut_off or feed.handed_over.is_set():
         out.status = "timeout"
         if feed.t_warm is not None:
             out.reason = (f"train.py was still training {feed.seconds_limit():.1f} s after its clock started "
@@ -93,6 +95,13 @@ def run(cmd: list[str], *, scratch: Path, handover: Path, env: dict, feed: Feed,
         out.reason = ("train.py finished without handing over its model: it must call "
                       "evaluate_bpb(model, tokenizer, batch_size) from prepare")
     return out
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _startup(feed: Feed, t_spawn: float) -> float | None:
