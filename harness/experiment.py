@@ -68,6 +68,16 @@ def child_env(backend: str, threads, run_config: Path, model_out: Path | None, f
 SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
 
 
+def absolute_data(data: dict) -> dict:
+    """The data config with its paths made absolute: a sandboxed child has its own HOME
+    (its scratch directory), where `~/.cache/...` would name nothing."""
+    out = dict(data)
+    for key in ("cache_dir", "path"):
+        if out.get(key):
+            out[key] = str(Path(os.path.expanduser(out[key])).resolve())
+    return out
+
+
 def _write_workdir(d: Path, train_src: str, settings: dict, alias: bool = True) -> None:
     d.mkdir(parents=True, exist_ok=True)
     (d / "train.py").write_text(train_src)
@@ -99,6 +109,7 @@ def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None, kernels_d
         announce: bool = True) -> dict:
     """Run one experiment; return its summary (also written to run_dir/summary.json)."""
     t_start = time.monotonic()
+    cfg = {**cfg, "data": absolute_data(cfg["data"])}
     bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
     train_path = Path(cfg["train_file"]).expanduser() if cfg.get("train_file") else ROOT / "trainer" / "train.py"
     if not train_path.is_file():

@@ -113,3 +113,13 @@ def test_non_finite_logits_are_status_nan(cache_dir, tmp_path):
 def test_missing_train_file_is_a_clear_error(cache_dir, tmp_path):
     res = run_cli("experiment", *FAST, f"hydra.run.dir={tmp_path}", f"train_file={tmp_path}/nope.py", timeout=120)
     assert res.returncode != 0 and "nope.py" in res.stderr
+
+
+def test_a_cache_under_home_is_found_from_inside_the_sandbox(tmp_path):
+    """The default cache is `~/.cache/autoresearch`; a sandboxed child's HOME is its scratch
+    directory, so the harness hands it absolute paths."""
+    env = {"HOME": str(tmp_path), "AUTORESEARCH_CACHE": "~/cache"}
+    res = run_cli("experiment", *FAST, f"hydra.run.dir={tmp_path / 'run'}",
+                  f"train_file={fakes.write(tmp_path / 't.py')}", extra_env=env, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "cache" / "heldout").is_dir()
