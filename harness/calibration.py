@@ -99,14 +99,14 @@ def calibrate(cfg: dict, log=print) -> dict:
 
 
 def _measure(cfg: dict, bk, log) -> dict:
-    from harness.experiment import child_env, ensure_prepared
+    from harness.experiment import ensure_prepared
 
     ensure_prepared(cfg["data"])
     with tempfile.TemporaryDirectory(prefix="autoresearch-calibrate-") as tmp:
         tmp = Path(tmp)
         settings = {"data": cfg["data"], "model": cfg["model"], "budget": {"mode": "wall", "seconds": 1.0}}
         (tmp / "run_config.json").write_text(json.dumps(settings))
-        env = child_env(bk.NAME, cfg["backend"].get("threads"), tmp / "run_config.json", None)
+        env = proc.child_env(bk.NAME, cfg["backend"].get("threads"), tmp / "run_config.json")
         env["AUTORESEARCH_CALIBRATE"] = json.dumps(cfg["calibrate"])
         env["AUTORESEARCH_SPAWN"] = repr(time.monotonic())
         monitor = LoadMonitor(bk.NAME)

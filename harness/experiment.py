@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -29,7 +28,8 @@ from pathlib import Path
 
 import backends
 from harness import budget as budget_mod
-from harness import isolation, limits, score, summary, training
+from harness import isolation, limits, proc, score, summary, training
+from harness import runner as runner_mod
 from harness.feed import Feed
 from harness.guard import ROOT, Guard
 from trainer import atomic
@@ -44,28 +44,6 @@ import trainer.prepare
 sys.modules[__name__] = trainer.prepare
 '''
 SUMMARY_FILE = "summary.json"
-
-
-def child_env(backend: str, threads, run_config: Path, model_out: Path | None, first_paths: list[Path] = ()) -> dict:
-    """The environment of a child the harness starts: the harness's own, minus anything that
-    looks like a credential (the agent's code has no business with API keys)."""
-    env = {k: v for k, v in os.environ.items() if not SECRET.search(k)}
-    env.update({
-        backends.ENV_BACKEND: backend,
-        "AUTORESEARCH_RUN_CONFIG": str(run_config),
-        "PYTHONPATH": os.pathsep.join([str(p) for p in first_paths] + [str(ROOT)]
-                                      + [p for p in [os.environ.get("PYTHONPATH")] if p]),
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",  # any new .pyc in the project is then a planted one
-    })
-    if model_out is not None:
-        env["AUTORESEARCH_MODEL_OUT"] = str(model_out)
-    if threads:
-        env[backends.ENV_THREADS] = str(threads)
-    return env
-
-
-SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
 
 
 def absolute_data(data: dict) -> dict:
@@ -143,7 +121,7 @@ def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None, kernels_d
                 first_rows=int(cfg["model"]["device_batch_size"]))
     try:
         overlay = [_kernels_overlay(scratch, kernels_dir)] if kernels_dir is not None else []
-        env = {**child_env(bk.NAME, cfg["backend"].get("threads"), scratch / "run_config.json",
+        env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), scratch / "run_config.json",
                            scratch / training.HANDOVER_FILE, overlay), **iso.env(scratch)}
         cmd = iso.wrap([sys.executable, "train.py"], iso.training_policy(scratch, kernels_dir))
         t = training.run(cmd, scratch=scratch, handover=handover, env=env, feed=feed,
@@ -209,13 +187,10 @@ def _evaluate(cfg: dict, bk, iso: isolation.Isolation, lim: limits.Limits, run_d
                       lim.probe_batches, lim.tolerance, lim.tolerance_source, float(cfg["eval"]["timeout_seconds"]))
 
     def launch(name: str) -> score.Runner:
-        from harness import proc
-        from harness import runner as runner_mod
-
         scratch = run_dir / f"runner-{name}"
         scratch.mkdir(parents=True, exist_ok=True)
-        r = score.Runner(name, spec.batch_rows, int(cfg["data"]["max_seq_len"]), spec.vocab)
-        env = {**child_env(bk.NAME, cfg["backend"].get("threads"), handover / "run_config.json", None),
+        r = score.Runner(name, spec.batch_rows, T, spec.vocab)
+        env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), handover / "run_config.json", None),
                **iso.env(scratch), runner_mod.ENV_RUNNER: r.env_value(handover), "AUTORESEARCH_KERNELS": "reference"}
         cmd = iso.wrap([sys.executable, "-m", "harness.runner"], iso.runner_policy(scratch, handover))
         return r.started(proc.Child.start(cmd, cwd=scratch, env=env, log=run_dir / f"eval-{name}.log",

@@ -112,7 +112,7 @@ class Feed:
         self.shm_bytes = MAX_BATCH_TOKENS * np.dtype(wire.TOKEN_DTYPE).itemsize
         self.shm_fd = shared_buffer(self.shm_bytes)
         self._mm = mmap.mmap(self.shm_fd, self.shm_bytes, access=mmap.ACCESS_WRITE)
-        self._tok = prepare.Tokenizer(prepare.bpe.load(prepare.tokenizer_dir(data)))
+        self._tok = prepare.Tokenizer.from_directory(prepare.tokenizer_dir(data))
         self._rows: dict[int, _Rows] = {}
         if first_rows:  # start packing before the child asks: its start-up hides it
             self._source(data["max_seq_len"]).prime(2 * first_rows)

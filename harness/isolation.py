@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import sandbox
+from harness import proc, sandbox
 from harness.guard import ROOT
 from trainer import atomic
 
@@ -128,16 +128,16 @@ def choose(cfg: dict, bk, log=print) -> Isolation:
                 f"results are NOT tamper-proof (isolation=off silences this)")
         else:
             iso = Isolation(sup.label, sup, bk.NAME, tok, held)
-            _selftest(iso, cfg, log)
+            _selftest(iso, cfg, bk, log)
     _CHOSEN[key] = iso
     return iso
 
 
-def _selftest(iso: Isolation, cfg: dict, log) -> None:
+def _selftest(iso: Isolation, cfg: dict, bk, log) -> None:
     cache = Path(os.path.expanduser(cfg["data"]["cache_dir"])) / "sandbox"
-    ident = {"label": iso.label, "backend": iso.backend, "kernel": platform.release(), "python": sys.version,
-             "prefix": sys.prefix, "root": str(ROOT), "torch": _version("torch"), "triton": _version("triton"),
-             "cache": str(cache.parent), "devices": sorted(sandbox.base_policy(iso.backend).devices)}
+    ident = {"label": iso.label, "fingerprint": bk.fingerprint(), "kernel": platform.release(),
+             "python": sys.version, "prefix": sys.prefix, "root": str(ROOT), "cache": str(cache.parent),
+             "devices": sorted(sandbox.base_policy(iso.backend).devices)}
     path = cache / f"selftest-{hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]}.json"
     try:
         if time.time() - json.loads(path.read_text())["passed"] < SELFTEST_MAX_AGE:
@@ -155,7 +155,8 @@ def _selftest(iso: Isolation, cfg: dict, log) -> None:
                                     deny_read=[str(iso.heldout_dir), *map(str, train_split)],
                                     deny_write=[str(ROOT / "trainer"), str(iso.tokenizer_dir)],
                                     device_code=DEVICE_CHECK.get(iso.backend, DEVICE_CHECK["cpu"]),
-                                    env={**_child_env(iso), **iso.env(scratch)})
+                                    env={**proc.child_env(iso.backend, cfg["backend"].get("threads"), None),
+                                         **iso.env(scratch)})
     finally:
         import shutil
 
@@ -167,22 +168,3 @@ def _selftest(iso: Isolation, cfg: dict, log) -> None:
     atomic.write_json(path, {**ident, "passed": time.time()})
     log(f"isolation: {iso.label}: self-test passed in {time.time() - t0:.1f} s (device, validation split "
         f"unreadable, project read-only)")
-
-
-def _child_env(iso: Isolation) -> dict[str, str]:
-    import backends
-
-    env = dict(os.environ)
-    env[backends.ENV_BACKEND] = iso.backend
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
-def _version(pkg: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return None

@@ -14,6 +14,7 @@ orphans come back to it and `kill_tree` finds them among its own children.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,13 +24,33 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import backends
+from harness.guard import ROOT
+from harness.summary import printable
+
 MAX_LOG_BYTES = 32 << 20  # a child printing without end must not fill the disk
+SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
 
 
-def printable(text: str) -> str:
-    from harness.summary import printable as _printable
-
-    return _printable(text)
+def child_env(backend: str, threads, run_config: Path | None, model_out: Path | None = None,
+              first_paths: list[Path] = ()) -> dict:
+    """The environment of a child the harness starts: the harness's own, minus anything that
+    looks like a credential (the agent's code has no business with API keys)."""
+    env = {k: v for k, v in os.environ.items() if not SECRET.search(k)}
+    env.update({
+        backends.ENV_BACKEND: backend,
+        "PYTHONPATH": os.pathsep.join([str(p) for p in first_paths] + [str(ROOT)]
+                                      + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",  # any new .pyc in the project is then a planted one
+    })
+    if run_config is not None:
+        env["AUTORESEARCH_RUN_CONFIG"] = str(run_config)
+    if model_out is not None:
+        env["AUTORESEARCH_MODEL_OUT"] = str(model_out)
+    if threads:
+        env[backends.ENV_THREADS] = str(threads)
+    return env
 
 
 @dataclass
