@@ -122,7 +122,7 @@ class Feed:
         self.tokens = self.batches = self.timed_tokens = 0
         self.declared_fpt = 0.0
         self.error: str | None = None  # a harness-side failure (unreadable data), not the agent's
-        self._asked: list[float] = []  # request times, for the step-time estimate
+        self._asked: deque = deque(maxlen=51)  # the last request times, for the step-time estimate
         self.handed_over = threading.Event()
         self.on_handover = None  # called at once, from the serving thread (the harness kills there)
         self._thread: threading.Thread | None = None
@@ -169,29 +169,32 @@ class Feed:
 
     def step_seconds(self) -> float:
         """Median time between batch requests: the harness's view of one training step."""
-        gaps = [b - a for a, b in zip(self._asked, self._asked[1:])][-50:]
+        times = list(self._asked)
+        gaps = [b - a for a, b in zip(times, times[1:])]
         return statistics.median(gaps) if gaps else 0.0
 
     def flops_per_token(self) -> float:
         return self.declared_fpt or self.baseline_fpt or 0.0
 
-    def progress(self, now: float | None = None) -> float:
+    def _share(self, tokens: int) -> float | None:
+        """The fraction of a tokens or flops budget that `tokens` served would use; None
+        when the budget is counted in seconds."""
         b = self.budget
         if b.mode == "tokens" and b.tokens:
-            return self.tokens / b.tokens
+            return tokens / b.tokens
         if b.mode == "flops" and b.flops:
-            return self.tokens * self.flops_per_token() / b.flops
-        return self.training_seconds(now) / b.seconds
+            return tokens * self.flops_per_token() / b.flops
+        return None
+
+    def progress(self, now: float | None = None) -> float:
+        share = self._share(self.tokens)
+        return share if share is not None else self.training_seconds(now) / self.budget.seconds
 
     def _exhausted(self, more: int) -> bool:
         """Whether serving `more` tokens would take the run past a tokens or flops budget
         (never served, whatever the size of the request: a budget is never overrun)."""
-        b = self.budget
-        if b.mode == "tokens" and b.tokens:
-            return self.tokens + more > b.tokens
-        if b.mode == "flops" and b.flops and self.flops_per_token():
-            return (self.tokens + more) * self.flops_per_token() > b.flops
-        return False
+        share = self._share(self.tokens + more)
+        return share is not None and share > 1.0
 
     # ------------------------------------------------------------------ serving
     def _source(self, seq_len: int) -> _Rows:
