@@ -128,6 +128,7 @@ class Child:
 
 
 def kill_tree(pgid: int, popen: subprocess.Popen | None = None) -> None:
+    killed: set[int] = set()
     for _ in range(50):
         strays = _group_members(pgid) | _orphans_of_ours(popen)
         try:
@@ -139,19 +140,32 @@ def kill_tree(pgid: int, popen: subprocess.Popen | None = None) -> None:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        killed |= strays
         if popen is not None:
             try:
                 popen.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        for pid in strays:  # orphans re-parented to us are ours to reap
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
         if not (_group_members(pgid) | _orphans_of_ours(popen)):
-            return
+            break
         time.sleep(0.02)
+    _reap(killed)
+
+
+def _reap(pids: set[int], within: float = 1.0) -> None:
+    """Orphans re-parented to the harness (its subreaper role) are its to wait for, or they
+    stay zombies for the rest of a campaign; others are not its children (nothing to do)."""
+    deadline = time.monotonic() + within
+    left = set(pids)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    left.discard(pid)
+            except ChildProcessError:
+                left.discard(pid)
+        if left:
+            time.sleep(0.01)
 
 
 def _group_members(pgid: int) -> set[int]:
