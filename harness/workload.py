@@ -30,6 +30,7 @@ import torch
 
 import backends
 import trainer.prepare as prepare
+from harness import probe
 from harness.runner import load_definitions
 from trainer import atomic
 
@@ -139,7 +140,7 @@ def throughput(bk, repeats: int, window_seconds: float, warmup_steps: int, log,
         log(f"calibrate: throughput window {w + 1}/{repeats}: {rates[-1]:,.0f} tokens/s")
     med = statistics.median(rates)
     cv = statistics.pstdev(rates) / statistics.mean(rates) if len(rates) > 1 else 0.0
-    noise = probe_noise(bk, model, loader, tokenizer)
+    noise = probe_noise(bk, model, loader)
     log(f"calibrate: probe noise (largest log-prob change, rows re-batched): {noise:.3g} nats")
     return {"tokens_per_s": med, "tokens_per_s_windows": rates, "cv": cv, "flops_per_token": fpt,
             "num_params": model.num_params()["total"], "step_tokens": base.TOTAL_BATCH_SIZE,
@@ -148,36 +149,31 @@ def throughput(bk, repeats: int, window_seconds: float, warmup_steps: int, log,
 
 
 @torch.no_grad()
-def probe_noise(bk, model, loader, tokenizer, rounds: int = 4) -> float:
-    """What the causality probe sees from a causal model on this device: each row scored in
-    its batch, then again next to rows of another batch with its suffix replaced."""
+def probe_noise(bk, model, loader, rounds: int = 4) -> float:
+    """What the causality probe (harness/probe.py, the same code) sees from a causal model on
+    this device: rows scored in their batch, then again next to rows of another batch with
+    their suffixes replaced. nan if the model's outputs were."""
     model.eval()
+    dev = bk.device()
     rng = np.random.default_rng(0)
-    vocab = tokenizer.get_vocab_size()
-    specials = set(tokenizer.enc._special_tokens.values())
-    pool = np.array([i for i in range(vocab) if i not in specials])
-    worst = 0.0
+    pool = np.flatnonzero(prepare.token_bytes_of() > 0)  # ordinary tokens, as the scorer draws them
 
-    def lp(x, y):
+    def lp(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         with bk.autocast():
-            return prepare.target_logprobs(model(x), y)
+            logits = model(torch.from_numpy(x).long().to(dev))
+        return prepare.target_logprobs(logits, torch.from_numpy(y).long().to(dev)).cpu().numpy()
 
+    worst = 0.0
     for _ in range(rounds):
         (x1, y1, _), (x2, y2, _) = next(loader), next(loader)
-        ref1, ref2 = lp(x1, y1), lp(x2, y2)
-        B, T = x1.shape
-        mix = torch.where((torch.arange(B, device=x1.device) % 2 == 0)[:, None], x1, x2).clone()
-        ys = torch.where((torch.arange(B, device=x1.device) % 2 == 0)[:, None], y1, y2)
-        refs = torch.where((torch.arange(B, device=x1.device) % 2 == 0)[:, None], ref1, ref2)
-        cuts = rng.integers(1, T, size=B)
-        for i, c in enumerate(cuts):
-            mix[i, c:] = torch.from_numpy(rng.choice(pool, size=T - c)).to(mix.device)
-        got = lp(mix, ys)
-        for i, c in enumerate(cuts):
-            worst = max(worst, float((got[i, :c] - refs[i, :c]).abs().max()))
+        x, y, B = torch.cat([x1, x2]).cpu().numpy(), torch.cat([y1, y2]).cpu().numpy(), x1.shape[0]
+        scored = np.concatenate([lp(x[:B], y[:B]), lp(x[B:], y[B:])])
+        for b in probe.make(x, B, 1, pool, rng):
+            diff = probe.compare(scored, lp(b.ids, y[b.rows]), b).diff
+            if not diff <= worst:  # nan wins too
+                worst = diff
     model.train()
     return worst
-
 
 def main(argv: list[str]) -> int:
     out = Path(argv[0])

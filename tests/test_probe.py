@@ -79,3 +79,32 @@ def test_compare_flags_nan():
 def test_rows_that_do_not_form_batches_are_an_error():
     with pytest.raises(ValueError):
         probe.make(np.zeros((5, T), np.int32), B, 1, np.arange(V), np.random.default_rng(0))
+
+
+def test_calibration_measures_the_probes_own_noise(cache_dir):
+    """Calibration runs the same probe code on the frozen baseline: zero for a deterministic
+    model, the model's own jitter otherwise (the tolerance is 10x that)."""
+    import contextlib
+    import types
+
+    from harness import workload
+    from trainer import prepare
+
+    bk = types.SimpleNamespace(device=lambda: "cpu", autocast=contextlib.nullcontext)
+    gen = torch.Generator().manual_seed(0)
+
+    def loader():
+        while True:
+            rows = torch.randint(0, prepare.VOCAB_SIZE - 4, (4, 33), generator=gen)
+            yield rows[:, :-1], rows[:, 1:], 1
+
+    class Bigram(torch.nn.Module):
+        def __init__(self, jitter=0.0):
+            super().__init__()
+            self.table, self.jitter = torch.randn(prepare.VOCAB_SIZE, prepare.VOCAB_SIZE, generator=gen), jitter
+
+        def forward(self, idx):
+            return self.table[idx] + self.jitter * torch.randn(*idx.shape, prepare.VOCAB_SIZE)
+
+    assert workload.probe_noise(bk, Bigram(), loader()) == 0.0
+    assert 1e-4 < workload.probe_noise(bk, Bigram(jitter=1e-3), loader()) < 1.0
