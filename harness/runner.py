@@ -15,7 +15,6 @@ itself, and decides causality by comparing this runner with a fresh one.
 """
 from __future__ import annotations
 
-import ast
 import os
 import pickle
 import socket
@@ -24,6 +23,8 @@ import sys
 import traceback
 import types
 from pathlib import Path
+
+from harness.definitions import load_definitions
 
 ENV_RUNNER = "AUTORESEARCH_RUNNER"  # "<socket fd>,<in fd>,<in bytes>,<out fd>,<out bytes>,<handover dir>"
 TO_RUNNER = struct.Struct("<4sII")  # op, rows, seq_len
@@ -35,33 +36,6 @@ MODEL_FILE, TRAIN_FILE = "model.pt", "train.py"
 
 
 # --------------------------------------------------------------------------- loading
-
-def load_definitions(path: Path, name: str = "train") -> types.ModuleType:
-    """Import train.py's definitions without running its training.
-
-    Keeps imports, function and class definitions, and simple name assignments (the
-    UPPER_CASE constants and anything the classes read); drops loops, bare calls and
-    `if __name__ == "__main__":` blocks, so an upstream-style script with top-level
-    training code loads too.
-    """
-    tree = ast.parse(Path(path).read_text(), filename=str(path))
-    keep = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-    body = []
-    for node in tree.body:
-        if isinstance(node, keep):
-            body.append(node)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if all(isinstance(t, ast.Name) for t in targets):
-                body.append(node)
-        elif isinstance(node, ast.Try) and all(isinstance(n, keep + (ast.Assign, ast.Pass)) for n in node.body):
-            body.append(node)
-    module = types.ModuleType(name)
-    module.__file__ = str(path)
-    sys.modules[name] = module
-    exec(compile(ast.Module(body=body, type_ignores=[]), str(path), "exec"), module.__dict__)
-    return module
-
 
 class _Unpickler(pickle.Unpickler):
     """Classes pickled from a script live in `__main__`; here they live in `train`."""

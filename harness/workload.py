@@ -31,7 +31,7 @@ import torch
 import backends
 import trainer.prepare as prepare
 from harness import probe
-from harness.runner import load_definitions
+from harness.definitions import load_definitions
 from trainer import atomic
 
 BASELINE = Path(__file__).resolve().parent / "baseline_train.py"

@@ -8,7 +8,11 @@ Mode (env `AUTORESEARCH_KERNELS`, read at call time so the harness can force it 
 child process): `auto` (Triton on CUDA/ROCm when registered and usable, else the
 reference, quietly), `reference` (always the reference; the evaluator uses this),
 `triton` (Triton or a loud error).
+
+`get_kernel` answers upstream's `from kernels import get_kernel` (the Hugging Face
+package's name) for FlashAttention; see kernels/hub.py.
 """
+from kernels.hub import get_kernel
 from kernels.registry import ENV_MODE, MODES, apply_rotary, implementation, mode, rms_norm
 
-__all__ = ["ENV_MODE", "MODES", "apply_rotary", "implementation", "mode", "rms_norm"]
+__all__ = ["ENV_MODE", "MODES", "apply_rotary", "get_kernel", "implementation", "mode", "rms_norm"]
