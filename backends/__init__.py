@@ -25,6 +25,22 @@ ENV_THREADS = "AUTORESEARCH_THREADS"
 
 _active: ModuleType | None = None  # set by activate(); what current() returns
 
+# OpenMP threads that spin while they wait for work (libgomp's default for a while after
+# each parallel region) collapse throughput when two processes share the cores: two tiny
+# CPU experiments side by side on 2 cores made 4 steps each in 20 s instead of ~27 (one
+# alone: ~38). Every process of this project waits passively unless the user's
+# environment says otherwise; set here, before torch loads in the harness's processes,
+# and passed to every child (harness/proc.py), which may import torch first.
+PROCESS_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+for _key, _value in PROCESS_ENV.items():
+    os.environ.setdefault(_key, _value)
+
+
+def process_env() -> dict[str, str]:
+    """The environment every child of the harness gets from the backends (the user's own
+    setting of each variable wins)."""
+    return {k: os.environ.get(k, v) for k, v in PROCESS_ENV.items()}
+
 
 def _module(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{name}")

@@ -37,6 +37,7 @@ def child_env(backend: str, threads, run_config: Path | None, model_out: Path | 
     """The environment of a child the harness starts: the harness's own, minus anything that
     looks like a credential (the agent's code has no business with API keys)."""
     env = {k: v for k, v in os.environ.items() if not SECRET.search(k)}
+    env.update(backends.process_env())
     env.update({
         backends.ENV_BACKEND: backend,
         "PYTHONPATH": os.pathsep.join([str(p) for p in first_paths] + [str(ROOT)]
