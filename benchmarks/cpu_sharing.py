@@ -2,8 +2,8 @@
 
 Runs one experiment alone, then two started together, under OpenMP's default wait policy
 (threads spin for a while before they sleep; OMP_WAIT_POLICY set to an empty value, which
-libgomp treats as unset) and under the policy this project sets (PASSIVE), and prints the
-training steps each made in the same wall budget. Asserts nothing.
+libgomp treats as unset), under the policy this project sets (PASSIVE) and under a short
+spin, and prints the training steps each made in the same wall budget. Asserts nothing.
 
     .venv/bin/python benchmarks/cpu_sharing.py [--rounds 2] [overrides ...]
 """
@@ -17,18 +17,25 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-POLICIES = {"libgomp default": "", "PASSIVE (ours)": "PASSIVE"}
+POLICIES = {  # an empty OMP_WAIT_POLICY is libgomp's default (spin ~300k rounds, then sleep)
+    "libgomp default": {"OMP_WAIT_POLICY": ""},
+    "PASSIVE (ours)": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "spin 10k rounds": {"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "10000"},
+}
 
 
-def start(run_dir: Path, overrides: list[str], policy: str) -> subprocess.Popen:
-    env = dict(os.environ, OMP_WAIT_POLICY=policy)
+def start(run_dir: Path, overrides: list[str], policy: dict) -> subprocess.Popen:
+    env = dict(os.environ, **policy)
     cmd = [sys.executable, "-m", "harness", "experiment", *overrides, "quiet=true", f"hydra.run.dir={run_dir}"]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def steps(run_dir: Path) -> int:
+    """Training steps the run made (batches its feed served), whatever its status."""
     s = json.loads((run_dir / "summary.json").read_text())
-    return s["num_steps"] if s["status"] == "ok" else 0
+    if s["status"] != "ok":
+        print(f"  ({run_dir.name}: {s['status']}: {s.get('reason', '')[:200]})", flush=True)
+    return s.get("num_steps") or 0
 
 
 def main() -> None:
@@ -41,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for name, policy in POLICIES.items():
-                d = Path(tmp) / f"{r}-{policy or 'default'}"
+                d = Path(tmp) / f"{r}-{len(results[name]['alone'])}-{'-'.join(policy.values()) or 'default'}"
                 p = start(d / "alone", args.overrides, policy)
                 p.wait()
                 results[name]["alone"].append(steps(d / "alone"))

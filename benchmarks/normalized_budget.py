@@ -2,10 +2,12 @@
 backend.threads=2 — under budget.mode=normalized and budget.mode=wall: tokens processed
 and val_bpb of the baseline (prints figures; asserts nothing).
 
-    .venv/bin/python benchmarks/normalized_budget.py [--noise-runs 3] [--wall-seconds 20] [--reuse-calibration]
+    .venv/bin/python benchmarks/normalized_budget.py [--pairs 3] [--noise-runs 3] [--wall-seconds 20] [--reuse-calibration]
 
-Normalized budgets should give both the same number of training tokens (within a few %)
-and val_bpb within the noise floor; equal wall seconds should not.
+Each pair: both "devices" freshly calibrated, then one normalized experiment on each.
+Normalized budgets should give both the same number of training tokens (within 3%,
+pair after pair) and val_bpb within the noise floor; equal wall seconds should not. Also
+prints how far each experiment's real training rate was from its calibration's.
 """
 import argparse
 import json
@@ -33,6 +35,7 @@ def calibration(threads: int, noise_runs: int, reuse: bool) -> dict:
 
 def experiment(tmp: Path, threads: int, *extra) -> dict:
     run_dir = tmp / f"t{threads}-{extra[0].split('=')[-1]}"
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     cli("experiment", *BASE, f"backend.threads={threads}", "quiet=true", f"hydra.run.dir={run_dir}", *extra)
     s = json.loads((run_dir / "summary.json").read_text())
     s["tokens"] = s["total_tokens"]  # what the harness's feed served
@@ -41,27 +44,39 @@ def experiment(tmp: Path, threads: int, *extra) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--noise-runs", type=int, default=3)
-    ap.add_argument("--wall-seconds", type=float, default=20)
+    ap.add_argument("--pairs", type=int, default=3, help="fresh calibrations + normalized experiments, in a row")
+    ap.add_argument("--noise-runs", type=int, default=0)
+    ap.add_argument("--wall-seconds", type=float, default=0, help="also compare equal wall budgets (0: skip)")
     ap.add_argument("--reuse-calibration", action="store_true", help="use cached calibrations when valid")
     args = ap.parse_args()
-    cals = {t: calibration(t, args.noise_runs if t == 2 else 0, args.reuse_calibration) for t in (1, 2)}
-    for t, c in cals.items():
-        print(f"threads={t}: calibrated {c['tokens_per_s']:,.0f} tokens/s (CV {100 * c['cv']:.1f}%), "
-              f"matmul {c['matmul_flops_per_s'] / 1e9:,.0f} GFLOP/s")
-    noise = cals[2].get("noise")
-    if noise:
-        print(f"noise floor (threads=2, {noise['runs']} baseline runs): val_bpb {noise['mean']:.4f} ± {noise['std']:.4f}")
+    diffs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for mode, extra in (("normalized", ["budget.mode=normalized"]),
-                            ("wall", ["budget.mode=wall", f"budget.seconds={args.wall_seconds:g}"])):
-            runs = {t: experiment(Path(tmp), t, *extra) for t in (1, 2)}
+        for p in range(args.pairs):
+            cals = {t: calibration(t, args.noise_runs if t == 2 else 0, args.reuse_calibration) for t in (1, 2)}
+            runs = {t: experiment(Path(tmp) / f"pair{p}", t, "budget.mode=normalized") for t in (1, 2)}
             a, b = runs[1], runs[2]
-            print(f"{mode:>10}: threads=1 {a['budget_seconds']:.1f} s -> {a['tokens']:,} tokens, val_bpb {a['val_bpb']:.4f} | "
-                  f"threads=2 {b['budget_seconds']:.1f} s -> {b['tokens']:,} tokens, val_bpb {b['val_bpb']:.4f} | "
-                  f"tokens differ {100 * abs(a['tokens'] - b['tokens']) / b['tokens']:.1f}%, "
-                  f"val_bpb differ {abs(a['val_bpb'] - b['val_bpb']):.4f}"
-                  + (f" ({abs(a['val_bpb'] - b['val_bpb']) / noise['std']:.1f} noise std)" if noise and noise["std"] else ""))
+            diff = abs(a["tokens"] - b["tokens"]) / b["tokens"]
+            diffs.append(diff)
+            line = [f"pair {p + 1}:"]
+            for t, r in runs.items():
+                real = r["timed_tokens"] / r["training_seconds"]
+                line.append(f"threads={t} calibrated {cals[t]['tokens_per_s']:,.0f} tokens/s (CV {100 * cals[t]['cv']:.1f}%), "
+                            f"experiment trained at {real:,.0f} ({100 * (real / cals[t]['tokens_per_s'] - 1):+.1f}%), "
+                            f"budget {r['budget_seconds']:.1f} s -> {r['num_steps']} batches, val_bpb {r['val_bpb']:.4f} |")
+            line.append(f"tokens differ {100 * diff:.1f}%")
+            print(" ".join(line), flush=True)
+        noise = cals[2].get("noise")
+        if noise:
+            print(f"noise floor (threads=2, {noise['runs']} baseline runs): val_bpb {noise['mean']:.4f} ± {noise['std']:.4f}")
+        print(f"normalized: tokens differ {', '.join(f'{100 * d:.1f}%' for d in diffs)} over {len(diffs)} pairs "
+              f"(max {100 * max(diffs):.1f}%)")
+        if args.wall_seconds:
+            runs = {t: experiment(Path(tmp) / "wall", t, "budget.mode=wall", f"budget.seconds={args.wall_seconds:g}")
+                    for t in (1, 2)}
+            a, b = runs[1], runs[2]
+            print(f"wall {args.wall_seconds:g} s: threads=1 {a['tokens']:,} tokens, val_bpb {a['val_bpb']:.4f} | "
+                  f"threads=2 {b['tokens']:,} tokens, val_bpb {b['val_bpb']:.4f} | tokens differ "
+                  f"{100 * abs(a['tokens'] - b['tokens']) / b['tokens']:.1f}%")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from harness import experiment, gitwork
 from harness.agents import Context, Proposal, StopCampaign, make_agent
 from harness.display import Display
 from harness.guard import ROOT
+from harness.keep import KeepRule
 from harness.ledger import Ledger, metric
 from harness.workspace import EditError, ScopeError, Workspace
 from trainer import atomic
@@ -228,43 +229,50 @@ class Campaign:
         finally:
             display.stop()
 
-    def threshold(self) -> tuple[float, str]:
-        k = self.cfg["keep"]
-        if k["threshold"] is not None:
-            return float(k["threshold"]), "keep.threshold"
-        noise = (self.calibration or {}).get("noise")
-        if noise and noise.get("std"):
-            return k["noise_sigmas"] * noise["std"], f"{k['noise_sigmas']:g} x calibration noise std {noise['std']:.4g}"
-        return 0.0, "no noise floor measured (calibrate.noise_runs=N measures one)"
+    def keep_rule(self, current: list[float] = ()) -> KeepRule:
+        """The keep rule with the noise measured so far, the runs of the experiment being
+        decided (`current`) included (harness/keep.py)."""
+        return KeepRule.from_config(self.cfg["keep"], self.ledger.records(), self.calibration, current)
+
+    def _head(self) -> tuple[float | None, int]:
+        """The head's mean val_bpb and how many runs it is the mean of."""
+        kept = self._kept()
+        return (self.best_val(), int(kept[-1].get("runs") or 1)) if kept else (None, 0)
 
     def _needs_confirmation(self, seq: int, runs: list[dict]) -> bool:
-        best, k = self.best_val(), self.cfg["keep"]
-        if seq == 0 or best is None or runs[-1]["status"] != "ok" or len(runs) > k["confirm_runs"]:
+        """Run the candidate again? The baseline runs keep.baseline_runs times (its spread
+        is the campaign's first noise measurement); a candidate whose gain is within the
+        noise margin is re-run up to keep.confirm_runs times."""
+        if runs[-1]["status"] != "ok":
             return False
-        gain = best - statistics.mean(r["val_bpb"] for r in runs)
-        return 0 < gain < self.threshold()[0]
+        if seq == 0:
+            return len(runs) < max(1, int(self.cfg["keep"]["baseline_runs"]))
+        head, n_head = self._head()
+        vals = [r["val_bpb"] for r in runs]
+        return head is not None and self.keep_rule(vals).decide(vals, head, n_head) == "again"
 
     def _record(self, seq: int, pending: dict, runs: list[dict], cycle_seconds: float, display: Display) -> None:
-        first, best = runs[0], self.best_val()
+        first, (best, n_head) = runs[0], self._head()
         vals = [r["val_bpb"] for r in runs if r["status"] == "ok" and r["val_bpb"] is not None]
         mean = statistics.mean(vals) if vals and len(vals) == len(runs) else None
+        rule = self.keep_rule(vals if mean is not None else [])
         if pending.get("known"):
             status = pending["known"]["status"]
         elif first["status"] == "refused":
             status = "refused"
         elif first["status"] != "ok" or mean is None:
             status = "crash"
-        elif seq == 0 or best is None or mean < best:  # lower (mean) val_bpb wins
+        elif seq == 0 or rule.decide(vals, best, n_head) == "keep":
             status = "keep"
         else:
             status = "discard"
         if seq == 0 and status != "keep":
             raise StopCampaign(f"the baseline failed ({first['status']}): {first.get('reason', '')}")
-        thr, why = self.threshold()
         row = self._row(seq, pending, first, status, cycle_seconds)
         row.update(mean_val_bpb=mean, runs=len(runs), keep_rule={
-            "rule": "lower mean val_bpb wins; a gain below the threshold is re-run first", "threshold": thr,
-            "threshold_source": why, "confirm_runs": self.cfg["keep"]["confirm_runs"], "best_before": best})
+            **rule.describe(), "best_before": best, "head_runs": n_head,
+            "gain": None if best is None or mean is None else best - mean,
+            "margin": None if best is None else rule.margin(len(runs), n_head)})
         self.ledger.append(row)
         display.result(row)
         for i, extra in enumerate(runs[1:], 1):
@@ -287,6 +295,8 @@ class Campaign:
                "mfu_percent": out.get("mfu_percent"), "training_seconds": out.get("training_seconds"),
                "total_seconds": out.get("total_seconds"), "eval_seconds": out.get("eval_seconds"),
                "budget_mode": out.get("budget_mode"), "calibration_id": (self.calibration or {}).get("id"),
+               "calibration_quality": (self.calibration or {}).get("quality"),
+               "calibration_cv": (self.calibration or {}).get("cv"),
                "diff": gitwork.diff_stats(self.tree, pending["parent"], pending["commit"]),
                "cycle_seconds": cycle_seconds, "agent": self.agent_name,
                "agent_seconds": pending.get("agent_seconds"), "run_dir": out.get("run_dir")}

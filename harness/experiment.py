@@ -109,6 +109,9 @@ def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None, kernels_d
     out = {"status": "ok", "reason": "", "budget_mode": budget.mode, "budget_seconds": budget.seconds,
            "backend": bk.NAME, "device": bk.device_name(), "run_dir": str(run_dir), "isolation": iso.label,
            "budget_reason": budget.reason, "allowance_seconds": lim.allowance, "warmup_tokens": lim.warmup_tokens}
+    if cal is not None:  # which measurement the budget and the limits came from, and how good it was
+        out.update(calibration_id=cal["id"], calibration_quality=cal.get("quality", "ok"),
+                   calibration_cv=cal.get("cv"), calibration_tokens_per_s=cal.get("tokens_per_s"))
     if budget.tokens:
         out["budget_tokens"] = budget.tokens
     if budget.flops:

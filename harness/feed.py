@@ -104,7 +104,8 @@ class _Rows:
 
 class Feed:
     def __init__(self, data: dict, budget: Budget, *, warmup_tokens: int, allowance: float, grace: float,
-                 baseline_flops_per_token: float | None = None, first_rows: int | None = None):
+                 baseline_flops_per_token: float | None = None, first_rows: int | None = None,
+                 keep_times: bool = False):
         self.data, self.budget = data, budget
         self.warmup_tokens, self.allowance, self.grace = warmup_tokens, allowance, grace
         self.baseline_fpt = baseline_flops_per_token
@@ -123,6 +124,8 @@ class Feed:
         self.declared_fpt = 0.0
         self.error: str | None = None  # a harness-side failure (unreadable data), not the agent's
         self._asked: deque = deque(maxlen=51)  # the last request times, for the step-time estimate
+        self.keep_times = keep_times
+        self.request_times: list[tuple[float, int]] = []  # (time, tokens) of every timed request, if kept
         self.handed_over = threading.Event()
         self.on_handover = None  # called at once, from the serving thread (the harness kills there)
         self._thread: threading.Thread | None = None
@@ -255,6 +258,8 @@ class Feed:
         self.batches += 1
         if self.clock_start() is not None:
             self.timed_tokens += rows * seq_len
+            if self.keep_times:
+                self.request_times.append((now, rows * seq_len))
         self._asked.append(now)
         self._reply(wire.OK, rows, seq_len, epoch)
 

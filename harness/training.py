@@ -39,11 +39,13 @@ class Outcome:
 
 
 def run(cmd: list[str], *, scratch: Path, handover: Path, env: dict, feed: Feed, log: Path, echo: bool,
-        backend: str) -> Outcome:
+        backend: str, on_start=None) -> Outcome:
     out = Outcome()
     child = proc.Child.start(cmd, cwd=scratch, env={**env, **feed.env()}, log=log, echo=echo, prefix="  | ",
                              pass_fds=feed.child_fds())
     t_spawn = child.t0
+    if on_start is not None:
+        on_start(child.pid)
     feed.on_handover = lambda: _kill_group(child.pid)
     feed.start(t_spawn)
     mem = PeakMemory(child.pid, backend).start()

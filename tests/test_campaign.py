@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 
 FAST = ["backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=2", "data.eval_tokens=2048",
         "keep.confirm_runs=0"]
+ONE_BASELINE = "keep.baseline_runs=1"  # most tests need no noise measurement: one baseline run
 
 
 def git(*args, cwd=ROOT):
@@ -31,9 +32,10 @@ def campaign(tmp_path):
     git("branch", "-D", f"autoresearch/{tag}/cpu")
 
 
-def run(campaign, *extra, verb="run", timeout=600):
+def run(campaign, *extra, verb="run", timeout=600, baseline_runs=1):
     tag, root, _ = campaign
-    return run_cli(verb, *FAST, f"campaign.tag={tag}", f"campaign.root={root}", *extra, timeout=timeout)
+    return run_cli(verb, *FAST, f"keep.baseline_runs={baseline_runs}", f"campaign.tag={tag}", f"campaign.root={root}",
+                   *extra, timeout=timeout)
 
 
 def rows(d):
@@ -49,7 +51,8 @@ def test_random_campaign_killed_and_resumed(cache_dir, campaign):
     tag, root, d = campaign
     head, status = git("rev-parse", "HEAD"), git("status", "--porcelain")
     args = ["agent=random", "campaign.max_experiments=4"]
-    cmd = [sys.executable, "-m", "harness", "run", *FAST, *args, f"campaign.tag={tag}", f"campaign.root={root}"]
+    cmd = [sys.executable, "-m", "harness", "run", *FAST, ONE_BASELINE, *args, f"campaign.tag={tag}",
+           f"campaign.root={root}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(random.uniform(4, 30))
     proc.send_signal(signal.SIGKILL)
@@ -106,22 +109,30 @@ def test_faults_with_scripted_agent(cache_dir, campaign, tmp_path):
 
 
 def test_external_agent_record_and_ledger(cache_dir, campaign):
+    """Also the default keep rule: the baseline runs three times, and its spread is the
+    noise the first candidate is judged against."""
     tree = campaign[2] / "worktree"
-    res = run(campaign, "agent=external")
+    res = run(campaign, "agent=external", baseline_runs=3)
     assert res.returncode == 0, res.stderr
-    assert "autoresearch record" in res.stdout and len(rows(campaign[2])) == 1  # the baseline
+    recs = rows(campaign[2])
+    assert "autoresearch record" in res.stdout and [r["status"] for r in recs] == ["keep", "confirm", "confirm"]
+    assert recs[0]["runs"] == 3 and all(r["confirms"] == 0 for r in recs[1:])
+    assert recs[0]["mean_val_bpb"] == pytest.approx(sum(r["val_bpb"] for r in recs) / 3)
     train = tree / "trainer" / "train.py"
     train.write_text(train.read_text().replace("WARMDOWN_RATIO = 0.5", "WARMDOWN_RATIO = 0.3"))
-    res = run(campaign, "agent=external", "description=warm down 0.3", verb="record")
+    res = run(campaign, "agent=external", "description=warm down 0.3", verb="record", baseline_runs=3)
     assert res.returncode == 0, res.stdout + res.stderr
     recs = rows(campaign[2])
-    assert recs[-1]["seq"] == 1 and recs[-1]["description"] == "warm down 0.3" and recs[-1]["diff"]["files"] == 1
+    assert recs[-1]["seq"] == 3 and recs[-1]["description"] == "warm down 0.3" and recs[-1]["diff"]["files"] == 1
+    rule = recs[-1]["keep_rule"]
+    assert rule["noise_dof"] == 2 and rule["noise_std"] > 0 and rule["margin"] > 0 and rule["head_runs"] == 3
+    assert (recs[-1]["status"] == "keep") == (rule["gain"] > rule["margin"])
     prep = tree / "trainer" / "prepare.py"
     before = prep.read_text()
     prep.write_text(before + "\n# sneaky\n")
-    res = run(campaign, "agent=external", "description=sneaky", verb="record")
+    res = run(campaign, "agent=external", "description=sneaky", verb="record", baseline_runs=3)
     assert res.returncode == 2 and "outside scope" in res.stderr
-    assert prep.read_text() == before and len(rows(campaign[2])) == 2
+    assert prep.read_text() == before and len(rows(campaign[2])) == 4
     res = run(campaign, verb="ledger")
     assert res.returncode == 0 and "warm down 0.3" in res.stdout and "best kept" in res.stdout
 
@@ -148,7 +159,7 @@ def test_claude_agent_drives_a_campaign(cache_dir, campaign, monkeypatch):
 
     monkeypatch.setattr(base, "INITIAL_RETRY_DELAY", 0.01)
     monkeypatch.setattr(C, "make_agent", lambda cfg, seed: ClaudeAgent(cfg, seed, http_client=api.client()))
-    cfg = compose_dict("run", [*FAST, "agent=auto", "campaign.max_experiments=1", f"campaign.tag={tag}",
+    cfg = compose_dict("run", [*FAST, ONE_BASELINE, "agent=auto", "campaign.max_experiments=1", f"campaign.tag={tag}",
                                f"campaign.root={root}"])
     c = C.Campaign(cfg)
     assert c.agent_name == "claude"  # agent=auto with a key

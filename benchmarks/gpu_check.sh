@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# GPU checks in one pass, for a lent CUDA machine (figures and logs go to $OUT):
+#   1. the GPU-marked tests and the FlashAttention stand-in's tests;
+#   2. calibration of model=reference (sandbox self-test with a Triton kernel, the frozen
+#      baseline trained as an experiment trains it: compile, feed throughput);
+#   3. one normalized experiment of the reference preset (budget.reference_seconds=30);
+#   4. the upstream-shaped script (tests/upstream_shape/train.py) with its device lines
+#      made CUDA's: torch.compile in the sandbox, kernels.get_kernel on the GPU.
+# A machine without this project's dependencies takes them from .gpu/ (wheels in
+# .gpu/wheels, pure-Python packages in .gpu/pure) when present.
+#   OUT=/tmp/gpu-out bash benchmarks/gpu_check.sh
+set -u
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+step() { echo; echo "=== $* ($(date +%T))"; }
+PY=${PY:-python3}
+
+step "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+$PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+if [ -d .gpu/wheels ]; then
+  $PY -m pip install --quiet --no-deps .gpu/wheels/*.whl 2>&1 | tail -2
+  export PYTHONPATH="$PWD/.gpu/pure:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+step "tests (gpu-marked, FlashAttention stand-in, sandbox)"
+timeout 150 $PY -m pytest -q -x -p no:cacheprovider -m "not slow" tests/test_backends.py \
+  tests/test_upstream_shape.py tests/test_sandbox.py 2>&1 | tail -15
+echo "tests rc=${PIPESTATUS[0]}"
+
+step "calibrate backend=cuda model=reference"
+timeout 240 $PY -m harness calibrate backend=cuda model=reference calibrate.force=true \
+  calibrate.out="$OUT/calibration-h200-reference.json"
+echo "calibrate rc=$?"
+
+step "experiment backend=cuda model=reference budget.reference_seconds=30 (normalized)"
+timeout 200 $PY -m harness experiment backend=cuda model=reference budget.reference_seconds=30 \
+  budget.min_seconds=5 quiet=true hydra.run.dir=/tmp/exp-ref
+echo "experiment rc=$?"
+cp /tmp/exp-ref/summary.json "$OUT/experiment-reference.json" 2>/dev/null
+
+step "upstream-shaped script on CUDA (device lines changed), model=tiny data"
+sed -e 's/torch.device("cpu")/torch.device("cuda")/' \
+    -e 's/autocast(device_type="cpu", dtype=torch.bfloat16, enabled=False)/autocast(device_type="cuda", dtype=torch.bfloat16)/' \
+    tests/upstream_shape/train.py > /tmp/upstream_cuda_train.py
+grep -n 'device(\|autocast(' /tmp/upstream_cuda_train.py | head -4
+timeout 150 $PY -m harness experiment backend=cuda model=tiny train_file=/tmp/upstream_cuda_train.py \
+  budget.mode=wall budget.seconds=15 budget.allowance_seconds=120 quiet=true hydra.run.dir=/tmp/exp-up
+echo "upstream-shaped rc=$?"
+cp /tmp/exp-up/summary.json "$OUT/experiment-upstream-shape.json" 2>/dev/null
+tail -c 3000 /tmp/exp-up/train.log > "$OUT/upstream-shape-train-log-tail.txt" 2>/dev/null
+step "done"

@@ -1,0 +1,99 @@
+"""Calibration's throughput: the frozen baseline, trained exactly as an experiment trains.
+
+    result = throughput.measure(cfg, bk, seconds=10, windows=5, log=print)
+
+A device's tokens/s sets every normalized budget, so it is measured on the real thing:
+harness/baseline_train.py runs as train.py in its sandbox, in its own process, fed and
+timed by the harness's feed (harness/training.py), for `seconds` of training after its
+warm-up, with the same batch, the same code path and the same start-up as an
+experiment of the baseline. A separate timing loop drifts from that: it tokenized the
+data in the timed process, which an experiment's feed does beside it, and it timed
+windows of whole steps, where a step cut by a window's edge is lost.
+
+Figures, all from the feed's request times (one request per micro-batch):
+- tokens_per_s: tokens served between the first and the last timed request, over the
+  seconds between them (no window edges);
+- tokens_per_s_windows and cv: the same rate over `windows` equal runs of consecutive
+  requests, and their spread;
+- startup_seconds: from the start of train.py to the start of the training clock.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import isolation, proc, training
+from harness.budget import Budget
+from harness.feed import Feed
+from harness.workload import BASELINE
+
+# Seconds train.py may take to reach its warm-up: the baseline's start-up is what is being
+# measured, so only a limit against a hung start.
+STARTUP_LIMIT = 300.0
+
+
+class ThroughputError(RuntimeError):
+    pass
+
+
+def measure(cfg: dict, bk, seconds: float, windows: int, log=print, on_start=None) -> dict:
+    """Train the frozen baseline for `seconds` as an experiment would; return its rates."""
+    from harness.experiment import _write_workdir, absolute_data
+
+    data = absolute_data(cfg["data"])
+    iso = isolation.choose(cfg, bk, log=log)
+    budget = Budget("wall", float(seconds), reason="calibration: the frozen baseline's throughput")
+    warmup = cfg["budget"].get("warmup_tokens")
+    warmup = int(warmup) if warmup is not None else 2 * int(cfg["model"]["total_batch_size"])
+    settings = {"data": data, "model": cfg["model"], "budget": budget.settings(),
+                "backend": {"name": bk.NAME, "threads": cfg["backend"].get("threads")}}
+    with tempfile.TemporaryDirectory(prefix="autoresearch-throughput-") as tmp:
+        scratch, handover = Path(tmp) / "train", Path(tmp) / "handover"
+        _write_workdir(scratch, BASELINE.read_text(), settings)
+        handover.mkdir()
+        feed = Feed(data, budget, warmup_tokens=warmup, allowance=STARTUP_LIMIT, grace=max(2.0, 0.1 * seconds),
+                    first_rows=int(cfg["model"]["device_batch_size"]), keep_times=True)
+        try:
+            env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), scratch / "run_config.json",
+                                    scratch / training.HANDOVER_FILE), **iso.env(scratch)}
+            cmd = iso.wrap([sys.executable, "train.py"], iso.training_policy(scratch))
+            log(f"calibrate: training the frozen baseline for {seconds:g} s as an experiment would "
+                f"(isolation {iso.label}) ...")
+            t0 = time.monotonic()
+            out = training.run(cmd, scratch=scratch, handover=handover, env=env, feed=feed,
+                               log=Path(tmp) / "train.log", echo=False, backend=bk.NAME, on_start=on_start)
+            if out.status != "ok":
+                raise ThroughputError(f"the frozen baseline's training run failed ({out.status}: {out.reason}):\n"
+                                      + out.log_tail)
+            result = rates(feed.request_times, windows)
+            result.update(startup_seconds=out.fields["startup_seconds"], isolation=iso.label,
+                          train_run_seconds=time.monotonic() - t0,
+                          peak_memory_mb_training=out.fields["peak_memory_mb"])
+        finally:
+            feed.close()
+    log(f"calibrate: frozen baseline, trained as an experiment: {result['tokens_per_s']:,.0f} tokens/s over "
+        f"{result['timed_requests']} batches (CV {100 * result['cv']:.1f}% over {windows} windows), start-up "
+        f"{result['startup_seconds']:.1f} s")
+    return result
+
+
+def rates(times: list[tuple[float, int]], windows: int) -> dict:
+    """Throughput from (request time, tokens) pairs of the timed part of a run: each
+    request's tokens are trained before the next request, so the rate between the first
+    and last request is the tokens of all requests but the last over that span."""
+    if len(times) < max(windows, 1) + 1:
+        raise ThroughputError(f"only {len(times)} batches were timed: too few for {windows} windows; "
+                              f"lengthen the measurement (calibrate.window_seconds)")
+    span = times[-1][0] - times[0][0]
+    overall = sum(n for _, n in times[:-1]) / span
+    per = []
+    k = (len(times) - 1) // windows
+    for w in range(windows):
+        chunk = times[w * k: (w + 1) * k + 1]
+        per.append(sum(n for _, n in chunk[:-1]) / (chunk[-1][0] - chunk[0][0]))
+    cv = statistics.pstdev(per) / statistics.mean(per) if len(per) > 1 else 0.0
+    return {"tokens_per_s": overall, "tokens_per_s_windows": per, "cv": cv, "timed_requests": len(times),
+            "timed_seconds": span}
