@@ -27,7 +27,7 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 step "tests (gpu-marked, FlashAttention stand-in, sandbox)"
-timeout 150 $PY -m pytest -q -x -p no:cacheprovider -m "not slow" tests/test_backends.py \
+timeout 150 $PY -m pytest -q -p no:cacheprovider -m "not slow" tests/test_backends.py \
   tests/test_upstream_shape.py tests/test_sandbox.py 2>&1 | tail -15
 echo "tests rc=${PIPESTATUS[0]}"
 
