@@ -38,12 +38,12 @@ echo "tests rc=${PIPESTATUS[0]}"
 }
 
 step "calibrate backend=cuda model=reference"
-timeout 240 $PY -m harness calibrate backend=cuda model=reference calibrate.force=true \
+timeout 150 $PY -m harness calibrate backend=cuda model=reference calibrate.force=true \
   calibrate.out="$OUT/calibration-h200-reference.json"
 echo "calibrate rc=$?"
 
 step "experiment backend=cuda model=reference budget.reference_seconds=30 (normalized)"
-timeout 200 $PY -m harness experiment backend=cuda model=reference budget.reference_seconds=30 \
+timeout 150 $PY -m harness experiment backend=cuda model=reference budget.reference_seconds=30 \
   budget.min_seconds=5 quiet=true hydra.run.dir=/tmp/exp-ref
 echo "experiment rc=$?"
 cp /tmp/exp-ref/summary.json "$OUT/experiment-reference.json" 2>/dev/null
@@ -53,7 +53,7 @@ sed -e 's/torch.device("cpu")/torch.device("cuda")/' \
     -e 's/autocast(device_type="cpu", dtype=torch.bfloat16, enabled=False)/autocast(device_type="cuda", dtype=torch.bfloat16)/' \
     tests/upstream_shape/train.py > /tmp/upstream_cuda_train.py
 grep -n 'device(\|autocast(' /tmp/upstream_cuda_train.py | head -4
-timeout 150 $PY -m harness experiment backend=cuda model=tiny train_file=/tmp/upstream_cuda_train.py \
+timeout 110 $PY -m harness experiment backend=cuda model=tiny train_file=/tmp/upstream_cuda_train.py \
   budget.mode=wall budget.seconds=15 budget.allowance_seconds=120 quiet=true hydra.run.dir=/tmp/exp-up
 echo "upstream-shaped rc=$?"
 cp /tmp/exp-up/summary.json "$OUT/experiment-upstream-shape.json" 2>/dev/null

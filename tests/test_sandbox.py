@@ -92,6 +92,35 @@ r["socketpair"] = can(lambda: socket.socketpair())
 
 
 @linux_only
+def test_gpu_driver_allowances_reach_no_other_process(tree, tmp_path):
+    """What CUDA's start-up needs (base_policy("cuda") grants it): a Unix socket of its own
+    and its own /proc entries. No connect() reaches anything, no other family is allowed,
+    and no other process's /proc entries are writable."""
+    listening = socket.socket(socket.AF_UNIX)
+    path = str(tmp_path / "host-service.sock")
+    listening.bind(path)
+    listening.listen()
+    policy = tree["policy"].merged(sandbox.Policy(write=("/proc/self",), options=("unix_sockets",)))
+    assert {"/proc/self"} <= set(sandbox.base_policy("cuda").write) and sandbox.base_policy("cuda").options
+    try:
+        r = confined("""
+r["unix"] = err(lambda: socket.socket(socket.AF_UNIX).close())
+r["inet"] = err(lambda: socket.socket(socket.AF_INET).close())
+r["connect"] = err(lambda: socket.socket(socket.AF_UNIX).connect(P["path"]))
+r["dgram"] = err(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).connect(P["path"]))
+def write_comm(pid):
+    with open(f"/proc/{pid}/comm", "w") as f:
+        f.write("renamed")
+r["own_comm"] = err(lambda: write_comm("self"))
+r["parent_comm"] = err(lambda: write_comm(os.getppid()))
+""", policy, tree["scratch"], path=path)
+    finally:
+        listening.close()
+    assert r == {"unix": 0, "inet": errno.EPERM, "connect": errno.ENOENT, "dgram": errno.ENOENT,
+                 "own_comm": 0, "parent_comm": errno.EACCES}
+
+
+@linux_only
 @pytest.mark.skipif(SUP.landlock_abi < 6, reason="Landlock ABI < 6: TCP/scopes not all handled")
 def test_landlock_alone_denies_tcp_abstract_sockets_and_signals(tree):
     """The Landlock layer by itself (no seccomp socket ban): TCP connect, abstract unix
@@ -292,7 +321,7 @@ def test_seccomp_program(arch):
     assert prog[0] == (seccomp.LD_W_ABS, 0, 0, seccomp.OFF_ARCH)
     assert prog[1][0] == seccomp.JEQ and prog[1][3] == audit
     denied = [n for n in seccomp.DENY if n in nr]
-    assert len(prog) == 3 + (arch == "x86_64") + len(denied) + 2 + 4 + 4
+    assert len(prog) == 3 + (arch == "x86_64") + len(denied) + 2 + 4 + 5
     assert len(seccomp.pack(prog)) == 8 * len(prog)
     eperm, ok = seccomp.RET_ERRNO | errno.EPERM, seccomp.RET_ALLOW
     assert run_bpf(prog, audit ^ 1, nr["socketpair"]) == eperm          # foreign ABI
@@ -306,9 +335,16 @@ def test_seccomp_program(arch):
     assert run_bpf(prog, audit, nr["clone"], 0x003D0F00) == ok           # pthread_create
     assert run_bpf(prog, audit, nr["clone"], 0x01200011) == ok           # fork
     assert run_bpf(prog, audit, nr["clone"], 0x10000011) == eperm        # CLONE_NEWUSER
+    assert run_bpf(prog, audit, nr["connect"]) == ok                     # harmless without a socket
     if arch == "x86_64":
         assert run_bpf(prog, audit, 0x40000000 | 41) == eperm           # x32 socket
         assert run_bpf(prog, audit, nr["iopl"]) == eperm
+    gpu = seccomp.build(arch, unix_sockets=True)  # what GPU drivers need
+    assert run_bpf(gpu, audit, nr["socket"], 1) == ok                     # AF_UNIX
+    for family in (2, 10, 16, 17):                                          # INET, INET6, NETLINK, PACKET
+        assert run_bpf(gpu, audit, nr["socket"], family) == eperm, family
+    assert run_bpf(gpu, audit, nr["connect"]) == seccomp.RET_ERRNO | errno.ENOENT
+    assert all(run_bpf(gpu, audit, nr[name]) == eperm for name in denied if name != "socket")
 
 
 def test_seccomp_unknown_arch(monkeypatch):

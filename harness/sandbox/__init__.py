@@ -47,6 +47,8 @@ class Policy:
     devices: tuple[str, ...] = ()    # device files or dirs of them: read, write, ioctl
     deny_read: tuple[str, ...] = ()  # macOS only: Seatbelt can carve these out of an allowed
     #                                  tree; Landlock is allow-only and ignores this field
+    options: tuple[str, ...] = ()    # "unix_sockets": AF_UNIX sockets may be created, every
+    #                                  connect() fails (what GPU drivers need; seccomp.build)
 
     def __post_init__(self):  # accept lists/Paths, store tuples of str (hashable, JSON-able)
         for f in fields(self):
@@ -140,6 +142,14 @@ def base_policy(backend: str) -> Policy:
             "/usr", "/usr/local", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc",
             "/proc", "/sys"]
     devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
+    write, options = [], []
+    if backend in ("cuda", "rocm"):
+        # The CUDA driver names its threads through /proc/self/task/<tid>/comm and creates a
+        # Unix socket at start-up (it looks for an MPS server); denied either, cuInit fails
+        # with error 304. The launcher opens /proc/self as itself: the rule covers only the
+        # sandboxed process's own /proc entries, never another process's.
+        write.append("/proc/self")
+        options.append("unix_sockets")
     if backend == "cuda":
         devices += ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools",
                     "/dev/nvidia-modeset", *sorted(glob.glob("/dev/nvidia[0-9]*")),
@@ -147,7 +157,7 @@ def base_policy(backend: str) -> Policy:
     elif backend == "rocm":
         devices += ["/dev/kfd", "/dev/dri"]
         read += [os.path.realpath(p) for p in glob.glob("/opt/rocm*")]  # system ROCm libraries
-    return Policy(read=_existing(read), devices=_existing(devices))
+    return Policy(read=_existing(read), devices=_existing(devices), write=_existing(write), options=tuple(options))
 
 
 def wrap(argv: list[str], policy: Policy, sup: Support | None = None) -> list[str]:
@@ -162,6 +172,7 @@ def wrap(argv: list[str], policy: Policy, sup: Support | None = None) -> list[st
         raise SandboxUnavailable("no sandbox on this machine: " + "; ".join(sup.notes))
     spec = {k: [os.path.abspath(p) for p in getattr(policy, k)]
             for k in ("read", "write", "list_dirs", "devices")}
+    spec["options"] = list(policy.options)
     return [sys.executable, "-E", "-s", "-S", str(LAUNCH), json.dumps(spec), "--", *argv]
 
 

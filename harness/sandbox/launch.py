@@ -2,7 +2,8 @@
 
     python -E -s -S /path/to/harness/sandbox/launch.py '<policy-json>' -- prog args...
 
-policy-json: {"read": [...], "write": [...], "list_dirs": [...], "devices": [...]}.
+policy-json: {"read": [...], "write": [...], "list_dirs": [...], "devices": [...],
+"options": [...]} (options: "unix_sockets", see seccomp.build).
 Stdlib only and no `harness` import: sys.path[0] is this directory, so the siblings
 `landlock` and `seccomp` import as top-level modules. In order: parent-death SIGKILL,
 no core dumps, drop every capability (so even uid 0 is powerless after the exec),
@@ -104,7 +105,7 @@ def confine(policy: dict) -> None:
     arch = seccomp.native_arch()
     if arch is not None:
         try:
-            seccomp.install(seccomp.build(arch))
+            seccomp.install(seccomp.build(arch, unix_sockets="unix_sockets" in policy.get("options", [])))
         except OSError as e:
             raise Refused(str(e)) from None
 

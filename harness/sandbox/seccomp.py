@@ -34,7 +34,7 @@ _COMMON = {
 }
 SYSCALLS = {
     "x86_64": dict(_COMMON,
-        socket=41, socketpair=53, clone=56, clone3=435, setsid=112, setpgid=109,
+        socket=41, socketpair=53, connect=42, clone=56, clone3=435, setsid=112, setpgid=109,
         ptrace=101, process_vm_readv=310, process_vm_writev=311, kcmp=312, bpf=321,
         perf_event_open=298, userfaultfd=323, keyctl=250, add_key=248, request_key=249,
         shmget=29, shmat=30, shmctl=31, msgget=68, msgsnd=69, msgrcv=70, msgctl=71,
@@ -47,7 +47,7 @@ SYSCALLS = {
         ioperm=173, personality=135, syslog=103, vhangup=153, name_to_handle_at=303,
         open_by_handle_at=304, lookup_dcookie=212),
     "aarch64": dict(_COMMON,
-        socket=198, socketpair=199, clone=220, clone3=435, setsid=157, setpgid=154,
+        socket=198, socketpair=199, connect=203, clone=220, clone3=435, setsid=157, setpgid=154,
         ptrace=117, process_vm_readv=270, process_vm_writev=271, kcmp=272, bpf=280,
         perf_event_open=241, userfaultfd=282, keyctl=219, add_key=217, request_key=218,
         shmget=194, shmat=196, shmctl=195, msgget=186, msgsnd=189, msgrcv=188, msgctl=187,
@@ -118,8 +118,17 @@ def _assemble(items: list) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def build(arch: str) -> list[tuple[int, int, int, int]] | None:
-    """The filter for `arch` ('x86_64' | 'aarch64'); None for an arch without tables."""
+AF_UNIX = 1
+
+
+def build(arch: str, unix_sockets: bool = False) -> list[tuple[int, int, int, int]] | None:
+    """The filter for `arch` ('x86_64' | 'aarch64'); None for an arch without tables.
+
+    unix_sockets: socket(AF_UNIX, ...) is allowed (any other family still fails with
+    EPERM) and every connect() fails with ENOENT, as if nothing listened at the address:
+    the CUDA driver creates a Unix socket at start-up (it looks for an MPS server, and
+    carries on when none answers), but nothing in the sandbox may reach a host service
+    such as a session bus through one."""
     if arch not in SYSCALLS:
         return None
     nr = SYSCALLS[arch]
@@ -130,7 +139,12 @@ def build(arch: str) -> list[tuple[int, int, int, int]] | None:
     ]
     if arch == "x86_64":   # x32 ABI syscalls carry this bit and share AUDIT_ARCH_X86_64
         items.append((JGE, "eperm", 0, X32_SYSCALL_BIT))
-    items += [(JEQ, "eperm", 0, nr[name]) for name in DENY if name in nr]
+    if unix_sockets:
+        items += [(JEQ, 0, "not_socket", nr["socket"]),
+                  (LD_W_ABS, 0, 0, OFF_ARG0),
+                  (JEQ, "allow", "eperm", AF_UNIX),
+                  "not_socket", (JEQ, "enoent", 0, nr["connect"])]
+    items += [(JEQ, "eperm", 0, nr[name]) for name in DENY if name in nr and not (unix_sockets and name == "socket")]
     items += [(JEQ, "fake_ok", 0, nr[name]) for name in FAKE_SUCCESS]
     items += [
         (JEQ, "enosys", 0, nr["clone3"]),
@@ -140,6 +154,7 @@ def build(arch: str) -> list[tuple[int, int, int, int]] | None:
         "allow", (RET, 0, 0, RET_ALLOW),
         "eperm", (RET, 0, 0, RET_ERRNO | errno.EPERM),
         "enosys", (RET, 0, 0, RET_ERRNO | errno.ENOSYS),
+        "enoent", (RET, 0, 0, RET_ERRNO | errno.ENOENT),
         "fake_ok", (RET, 0, 0, RET_ERRNO | 0),
     ]
     return _assemble(items)
