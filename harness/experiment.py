@@ -141,6 +141,9 @@ def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None, kernels_d
             out.update(_evaluate(cfg, bk, iso, lim, run_dir, handover, say))
     except KeyboardInterrupt:
         out.update(status="interrupted", reason="interrupted by the user")
+    except Exception as e:  # the harness's own failure (e.g. too small a validation split): said, and recorded
+        out.update(status="crash", reason=f"harness error: {e}")
+        raise
     finally:
         feed.close()
         changed = guard.violations()

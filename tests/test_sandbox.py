@@ -367,6 +367,12 @@ def test_selftest(tree):
     assert not any("secret" in p for p in problems), problems
     assert sandbox.selftest(tree["policy"], device_code="import time; time.sleep(30)",
                             timeout=1) == ["sandbox selftest timed out after 1 s"]
+    # a GPU backend's policy (own /proc entries, Unix sockets without connect) passes too,
+    # and the device code can do what the CUDA driver does at start-up
+    gpu = tree["policy"].merged(sandbox.Policy(write=("/proc/self",), options=("unix_sockets",)))
+    assert sandbox.selftest(gpu, deny_write=[tree["ro"]], device_code=(
+        "import socket; socket.socket(socket.AF_UNIX).close()\n"
+        "open('/proc/self/comm', 'w').write('driver')")) == []
 
 
 def test_policy_and_support_labels():

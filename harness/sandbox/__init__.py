@@ -131,6 +131,20 @@ def _existing(paths) -> tuple[str, ...]:
     return tuple(p for p in dict.fromkeys(paths) if p and os.path.exists(p))
 
 
+def _compiler_dirs() -> list[str]:
+    """Where the C/C++ compilers on PATH live: Triton and torch.compile build small C
+    helpers with them (a compiler outside /usr, such as /opt/gcc/bin/gcc, was unreadable in
+    the sandbox). For <prefix>/bin/gcc: <prefix>/{bin,lib,lib64,libexec,include}, never
+    the whole prefix (a compiler in ~/bin must not open $HOME)."""
+    out = []
+    for name in dict.fromkeys([os.environ.get("CC"), os.environ.get("CXX"), "cc", "gcc", "c++", "g++", "clang"]):
+        path = shutil.which(name) if name else None
+        if path:
+            prefix = os.path.dirname(os.path.dirname(os.path.realpath(path)))
+            out += [os.path.join(prefix, d) for d in ("bin", "lib", "lib64", "libexec", "include")]
+    return out
+
+
 def base_policy(backend: str) -> Policy:
     """What any Python + torch process needs on `backend` (cpu|cuda|rocm|mps): the
     interpreter, its prefixes and site-packages, system libraries and config (read), and
@@ -140,7 +154,7 @@ def base_policy(backend: str) -> Policy:
     read = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
             *site.getsitepackages(), os.path.dirname(os.path.realpath(sys.executable)),
             "/usr", "/usr/local", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc",
-            "/proc", "/sys"]
+            "/proc", "/sys", *_compiler_dirs()]
     devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
     write, options = [], []
     if backend in ("cuda", "rocm"):

@@ -57,9 +57,11 @@ def connect():
 if works(connect):
     problems.append(f"TCP connect to 127.0.0.1:{cfg['tcp_port']} succeeded")
 if cfg["socket_ban"]:
-    for fam in ("AF_INET", "AF_INET6", "AF_UNIX"):
+    for fam in ("AF_INET", "AF_INET6") + (() if cfg["unix_sockets"] else ("AF_UNIX",)):
         if works(lambda f=getattr(socket, fam): socket.socket(f).close()):
             problems.append(f"socket({fam}) succeeded")
+    if cfg["unix_sockets"] and works(lambda: socket.socket(socket.AF_UNIX).connect(cfg["unix_listener"])):
+        problems.append(f"connect() to the Unix socket {cfg['unix_listener']} succeeded")
 if not works(lambda: [s.close() for s in socket.socketpair()]):
     problems.append("socketpair(AF_UNIX) failed")
 if cfg["signal_scoped"] and works(lambda: os.kill(cfg["parent_pid"], 0)):

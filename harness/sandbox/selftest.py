@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 MARK = "SANDBOX-PROBE "
@@ -45,16 +47,23 @@ def selftest(policy, *, deny_read=(), deny_write=(), device_code: str | None = N
                 for p in (*deny_read, *deny_write) if not os.path.exists(p)]
     linux = sup.kind == "landlock"
     listener = socket.create_server(("127.0.0.1", 0))  # a live port the child must not reach
+    unix_dir = tempfile.mkdtemp(prefix="autoresearch-selftest-")
+    unix_listener = socket.socket(socket.AF_UNIX)  # a live Unix socket it must not reach either
+    unix_listener.bind(os.path.join(unix_dir, "s"))
+    unix_listener.listen()
     try:
         cfg = {
             "device_code": device_code or "",
             "deny_read": [f for p in deny_read if os.path.exists(p)
                           for f in _files_beneath(str(p))],
             "deny_write": [str(p) for p in deny_write if os.path.isdir(p)],
-            "write": [os.path.abspath(p) for p in policy.write],
+            # dirs to create a file in (not /proc/self: the process's own entries, no files)
+            "write": [os.path.abspath(p) for p in policy.write if not os.path.abspath(p).startswith("/proc/")],
             "tcp_port": listener.getsockname()[1],
             "parent_pid": os.getpid(),
             "socket_ban": linux and sup.seccomp,
+            "unix_sockets": "unix_sockets" in policy.options,  # then AF_UNIX is allowed, connect() is not
+            "unix_listener": os.path.join(unix_dir, "s"),
             "signal_scoped": sup.kind == "sandbox-exec" or (linux and sup.landlock_abi >= 6),
             "sysv_denied": sup.kind == "sandbox-exec" or (linux and sup.seccomp),
             "pgrp_pinned": linux and sup.seccomp,
@@ -77,6 +86,8 @@ def selftest(policy, *, deny_read=(), deny_write=(), device_code: str | None = N
             pass
     finally:
         listener.close()
+        unix_listener.close()
+        shutil.rmtree(unix_dir, ignore_errors=True)
     reports = [ln[len(MARK):] for ln in out.splitlines() if ln.startswith(MARK)]
     if proc.returncode != 0 or not reports:
         tail = " | ".join(err.strip().splitlines()[-3:])
