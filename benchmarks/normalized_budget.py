@@ -2,7 +2,7 @@
 backend.threads=2 — under budget.mode=normalized and budget.mode=wall: tokens processed
 and val_bpb of the baseline (prints figures; asserts nothing).
 
-    .venv/bin/python benchmarks/normalized_budget.py [--pairs 3] [--noise-runs 3] [--wall-seconds 20] [--reuse-calibration]
+    .venv/bin/python benchmarks/normalized_budget.py [--pairs 3] [--control 3] [--noise-runs 3] [--wall-seconds 20] [--reuse-calibration]
 
 Each pair: both "devices" freshly calibrated, then one normalized experiment on each.
 Normalized budgets should give both the same number of training tokens (within 3%,
@@ -48,6 +48,9 @@ def main() -> None:
     ap.add_argument("--noise-runs", type=int, default=0)
     ap.add_argument("--wall-seconds", type=float, default=0, help="also compare equal wall budgets (0: skip)")
     ap.add_argument("--reuse-calibration", action="store_true", help="use cached calibrations when valid")
+    ap.add_argument("--control", type=int, default=0,
+                    help="then N normalized experiments on one device with one calibration: the run-to-run spread "
+                         "that no calibration can remove")
     args = ap.parse_args()
     diffs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,6 +73,13 @@ def main() -> None:
             print(f"noise floor (threads=2, {noise['runs']} baseline runs): val_bpb {noise['mean']:.4f} ± {noise['std']:.4f}")
         print(f"normalized: tokens differ {', '.join(f'{100 * d:.1f}%' for d in diffs)} over {len(diffs)} pairs "
               f"(max {100 * max(diffs):.1f}%)")
+        if args.control:
+            runs = [experiment(Path(tmp) / f"control{i}", 2, "budget.mode=normalized") for i in range(args.control)]
+            toks = [r["tokens"] for r in runs]
+            rates = [r["timed_tokens"] / r["training_seconds"] for r in runs]
+            print(f"control: threads=2, {args.control} runs on one calibration: tokens {', '.join(f'{t:,}' for t in toks)} "
+                  f"(largest pairwise difference {100 * (max(toks) - min(toks)) / min(toks):.1f}%), trained at "
+                  f"{', '.join(f'{r:,.0f}' for r in rates)} tokens/s")
         if args.wall_seconds:
             runs = {t: experiment(Path(tmp) / "wall", t, "budget.mode=wall", f"budget.seconds={args.wall_seconds:g}")
                     for t in (1, 2)}
