@@ -46,7 +46,7 @@ def directory(cfg: dict) -> Path:
     return Path(os.path.expanduser(cfg["data"]["cache_dir"])) / "calibration"
 
 
-FORMAT = 3  # 3: throughput and start-up from the baseline trained as an experiment trains it
+FORMAT = 4  # 3: throughput and start-up from the baseline trained as an experiment trains it; 4: as long as one
 
 
 def identity(cfg: dict, bk) -> dict:
@@ -124,6 +124,16 @@ def calibrate(cfg: dict, log=print) -> dict:
     return _also_save(cal, ccfg)
 
 
+MAX_AUTO_SECONDS = 120.0
+
+
+def window_seconds(cfg: dict, windows: int) -> float:
+    """The default window: the baseline trains as long as an experiment of the preset does
+    on the reference device (budget.reference_seconds, at most MAX_AUTO_SECONDS), so its
+    start-up transient weighs in the rate as much as in an experiment's; at least 2 s."""
+    return max(2.0, min(float(cfg["budget"]["reference_seconds"]), MAX_AUTO_SECONDS) / windows)
+
+
 def quality_problems(cal: dict, ccfg: dict) -> str:
     """'' when the measurement meets the bar, else what is wrong with it."""
     problems = []
@@ -167,7 +177,7 @@ def _measure(cfg: dict, bk, log) -> dict:
     for key in ("tokens_per_s_windows", "cv"):
         result.pop(key, None)
     windows = max(2, int(ccfg["repeats"]))
-    seconds = windows * float(ccfg["window_seconds"] or 2.0)
+    seconds = windows * float(ccfg["window_seconds"] or window_seconds(cfg, windows))
     monitor = LoadMonitor(bk.NAME)
     try:
         result.update(throughput.measure(cfg, bk, seconds, windows, log=log, on_start=monitor.start))

@@ -77,7 +77,8 @@ class CalibrateConf:
     max_cv: float = 0.1
     attempts: int = 3
     repeats: int = 5  # throughput windows (CV over these); the baseline trains repeats x window_seconds
-    window_seconds: Optional[float] = None  # length of one window; None = 2 s
+    # length of one window; None = budget.reference_seconds (at most 120) / repeats, >= 2 s
+    window_seconds: Optional[float] = None
     warmup_steps: int = 3  # steps before the workload's matmul-independent figures (probe noise)
     noise_runs: int = 0  # baseline experiments for the val_bpb noise floor (0 = skip)
     max_step_seconds: float = 60.0  # stop early when one step would take longer (preset too big)
@@ -144,7 +145,7 @@ class KeepConf:
     # a candidate is kept when its mean beats the head's by more than noise_sigmas standard
     # errors of the difference (harness/keep.py); a smaller gain is re-run confirm_runs times
     baseline_runs: int = 3  # the baseline's runs: the campaign's first noise measurement (1 = none)
-    confirm_runs: int = 1
+    confirm_runs: int = 2  # more runs of a candidate whose gain is within the margin (each adds noise dof)
     threshold: Optional[float] = None  # a fixed val_bpb margin instead of the noise rule
     noise_sigmas: float = 2.0
 

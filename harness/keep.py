@@ -15,7 +15,7 @@ that is, by more than t standard errors of the difference, where t is the Studen
 quantile at keep.noise_sigmas normal standard deviations (2: one-sided 2.3%) for the
 noise estimate's degrees of freedom: with the baseline's 2 dof, t = 4.4; with 10, 2.3.
 A candidate that gains, but not by that much, is run again (at most keep.confirm_runs
-more times) before the decision. `keep.threshold` set: a fixed val_bpb margin instead of the noise rule.
+more times) before the decision; those runs add degrees of freedom to sigma too. `keep.threshold` set: a fixed val_bpb margin instead of the noise rule.
 With no noise measured at all (keep.baseline_runs=1 and no calibration noise), any gain
 wins, and the ledger says so.
 """
