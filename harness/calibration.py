@@ -113,7 +113,8 @@ def calibrate(cfg: dict, log=print) -> dict:
     cal.update(attempts=attempt, quality="ok" if not problems else f"accepted with calibrate.force: {problems}")
     if problems and not ccfg["force"]:
         raise CalibrationError(
-            f"this device's calibration failed its quality bar {attempts} times ({problems}): budgets set from it "
+            f"this device's calibration failed its quality bar in {attempts} measurement{'s' if attempts > 1 else ''} "
+            f"({problems}): budgets set from it "
             f"would not mean the same work. Re-run on a quiet machine (stop other heavy processes), accept it "
             f"anyway with calibrate.force=true, or skip calibration: budget.mode=wall with "
             f"budget.allowance_seconds and eval.probe_tolerance set needs none")
@@ -185,7 +186,7 @@ def _measure(cfg: dict, bk, log) -> dict:
         raise CalibrationError(str(e)) from None
     finally:
         load_notes.append(monitor.stop())
-    load_note = "; ".join(n for n in load_notes if n)
+    load_note = "; ".join(dict.fromkeys(n for n in load_notes if n))
     if load_note:
         log(f"calibrate: WARNING: {load_note}")
     result["load_warning"] = load_note
@@ -243,8 +244,7 @@ class LoadMonitor:
         other = (self._busy() - self.busy0 - self.own - (self._self_cpu() - self.self0)) / elapsed
         notes = []
         if self.backend == "cpu" and other > self.threshold:
-            notes.append(f"other processes used ~{other:.1f} CPU cores during calibration: "
-                         "throughput may be low; re-run on a quiet machine (calibrate.force=true)")
+            notes.append(f"other processes used ~{other:.1f} CPU cores during calibration")
         if getattr(self, "others_gpu", None):
             notes.append(f"other processes were using the GPU: {self.others_gpu}")
         return "; ".join(notes)
