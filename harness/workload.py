@@ -5,10 +5,12 @@
 - matmul FLOP/s in the compute dtype (a few shapes, best of several: the practical peak);
 - memory bandwidth (device-to-device copy: bytes read + written per second);
 - throughput of the frozen reference workload (harness/baseline_train.py: the baseline
-  model and optimizer of the preset, real data), full training steps after warm-up,
-  in `repeats` windows of about `window_seconds` each: median tokens/s and its CV;
+  model and optimizer of the preset, real data), full training steps after warm-up, in
+  `repeats` windows of about `window_seconds` each (calibration asks for one short
+  window, kept for reference as workload_tokens_per_s: the calibrated throughput and
+  start-up come from harness/throughput.py, the baseline trained as an experiment);
 - its start-up: seconds from the harness starting this process to the end of the
-  baseline's untimed warm-up steps (the start-up allowance of every experiment);
+  baseline's untimed warm-up steps (kept as workload_startup_seconds);
 - its probe noise: the largest change of a target's log-probability when rows are
   batched with other rows and their suffixes replaced (what the causality probe does),
   on the trained baseline: zero for deterministic kernels;
