@@ -27,8 +27,9 @@ _active: ModuleType | None = None  # set by activate(); what current() returns
 
 # OpenMP threads that spin while they wait for work (libgomp's default for a while after
 # each parallel region) collapse throughput when two processes share the cores: two tiny
-# CPU experiments side by side on 2 cores made 4 steps each in 20 s instead of ~27 (one
-# alone: ~38). Every process of this project waits passively unless the user's
+# CPU experiments side by side on 2 cores made 2-3 steps each in 20 s, and 35 each with
+# passive waiting (one alone: ~60 / ~50; docs/benchmarks.md). Every process of this
+# project waits passively unless the user's
 # environment says otherwise; set here, before torch loads in the harness's processes,
 # and passed to every child (harness/proc.py), which may import torch first.
 PROCESS_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
