@@ -38,6 +38,12 @@ class Limits:
     probe_batches: int
 
 
+def warmup_tokens(cfg: dict) -> int:
+    """Tokens served before the clock starts: budget.warmup_tokens, or two optimizer steps."""
+    warmup = cfg["budget"].get("warmup_tokens")
+    return int(warmup) if warmup is not None else 2 * int(cfg["model"]["total_batch_size"])
+
+
 def resolve(cfg: dict, cal: dict | None, budget: Budget, dtype_name: str) -> Limits:
     b, ev = cfg["budget"], cfg["eval"]
     if b.get("allowance_seconds") is not None:
@@ -47,8 +53,7 @@ def resolve(cfg: dict, cal: dict | None, budget: Budget, dtype_name: str) -> Lim
         a_src = f"1.5 x the frozen baseline's start-up {cal['startup_seconds']:.1f} s + 1 s (calibration {cal['id']})"
     else:
         raise ValueError("no start-up allowance: set budget.allowance_seconds or calibrate this device")
-    warmup = b.get("warmup_tokens")
-    warmup = int(warmup) if warmup is not None else 2 * int(cfg["model"]["total_batch_size"])
+    warmup = warmup_tokens(cfg)
     grace = b.get("grace_seconds")
     grace = float(grace) if grace is not None else max(1.0, 0.02 * budget.seconds)
     floor = TOLERANCE_FLOOR.get(dtype_name, 2e-3)

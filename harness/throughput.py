@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import isolation, proc, training
+from harness import isolation, limits, proc, training
 from harness.budget import Budget
 from harness.feed import Feed
 from harness.workload import BASELINE
@@ -46,16 +46,14 @@ def measure(cfg: dict, bk, seconds: float, windows: int, log=print, on_start=Non
     data = absolute_data(cfg["data"])
     iso = isolation.choose(cfg, bk, log=log)
     budget = Budget("wall", float(seconds), reason="calibration: the frozen baseline's throughput")
-    warmup = cfg["budget"].get("warmup_tokens")
-    warmup = int(warmup) if warmup is not None else 2 * int(cfg["model"]["total_batch_size"])
     settings = {"data": data, "model": cfg["model"], "budget": budget.settings(),
                 "backend": {"name": bk.NAME, "threads": cfg["backend"].get("threads")}}
     with tempfile.TemporaryDirectory(prefix="autoresearch-throughput-") as tmp:
         scratch, handover = Path(tmp) / "train", Path(tmp) / "handover"
         _write_workdir(scratch, BASELINE.read_text(), settings)
         handover.mkdir()
-        feed = Feed(data, budget, warmup_tokens=warmup, allowance=STARTUP_LIMIT, grace=max(2.0, 0.1 * seconds),
-                    first_rows=int(cfg["model"]["device_batch_size"]), keep_times=True)
+        feed = Feed(data, budget, warmup_tokens=limits.warmup_tokens(cfg), allowance=STARTUP_LIMIT,
+                    grace=max(2.0, 0.1 * seconds), first_rows=int(cfg["model"]["device_batch_size"]), keep_times=True)
         try:
             env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), scratch / "run_config.json",
                                     scratch / training.HANDOVER_FILE), **iso.env(scratch)}
