@@ -309,7 +309,10 @@ class Campaign:
         best = self.ledger.best()
         lines = [*self.ledger.summary_lines(last=50), ""]
         if best:
-            lines.append(f"best kept: val_bpb {best['val_bpb']:.6f} at {best['commit']} ({best['description']})")
+            runs = best.get("runs") or 1
+            val = best.get("mean_val_bpb") or best["val_bpb"]  # the mean of its runs, as the keep rule saw it
+            lines.append(f"best kept: val_bpb {val:.6f}" + (f" (mean of {runs} runs)" if runs > 1 else "")
+                         + f" at {best['commit']} ({best['description']})")
         bare = sum(1 for r in self.ledger.records() if r.get("isolation") == "none")
         if bare:
             lines.append(f"WARNING:   {bare} experiment(s) ran without a sandbox (isolation: none): "
