@@ -13,6 +13,7 @@ work tree reset to the last kept commit and the interrupted candidate re-run.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import statistics
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import backends
 from harness import budget as budget_mod
-from harness import experiment, gitwork
+from harness import experiment, fixed, gitwork
 from harness.agents import Context, Proposal, StopCampaign, make_agent
 from harness.display import Display
 from harness.guard import ROOT
@@ -38,7 +39,20 @@ IMMUTABLE = ["trainer/prepare.py", "kernels/reference.py", "kernels/registry.py"
 
 
 class ScopeViolation(StopCampaign):
-    pass
+    def __init__(self, message: str):
+        super().__init__(message, code=2)  # the edit broke a rule: the user (or their agent) must fix it
+
+
+class BaselineFailed(StopCampaign):
+    """The unmodified baseline did not score: nothing can be compared. Nothing is recorded
+    in the ledger, so the next call (after a fix) runs the baseline again and goes on.
+    The exit code is the experiment's (3 crash, 4 nan, 5 timeout, 6 refused)."""
+
+    def __init__(self, out: dict):
+        reason = str(out.get("reason", "")).splitlines()[0] if out.get("reason") else ""
+        super().__init__(f"the baseline failed ({out['status']}): {reason} (its run: {out.get('run_dir')}); "
+                         f"fix the cause and run the same command again",
+                         code=experiment.EXIT_CODES.get(out["status"], 3))
 
 
 def resolve_agent_name(cfg: dict) -> str:
@@ -49,33 +63,117 @@ def resolve_agent_name(cfg: dict) -> str:
 
 
 class Campaign:
-    def __init__(self, cfg: dict):
-        self.cfg = cfg
+    def __init__(self, cfg: dict, explicit: set[str] | None = None):
+        """`explicit`: the config keys the command line named (fixed settings it did not
+        name are taken from the campaign's state; None: every difference is an error)."""
+        self.cfg, self.explicit = cfg, explicit
         self.bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
         root = Path(os.path.expanduser(cfg["campaign"]["root"]))
-        self.dir = (root if root.is_absolute() else ROOT / root) / cfg["campaign"]["tag"] / self.bk.NAME
+        self.root = root if root.is_absolute() else ROOT / root
+        self.dir = self.root / cfg["campaign"]["tag"] / self.bk.NAME
         self.tree = self.dir / "worktree"
         self.branch = gitwork.branch_name(cfg["campaign"]["tag"], self.bk.NAME)
         self.state_path = self.dir / "campaign.json"
         self.agent_name = resolve_agent_name(cfg)
-        self.calibration, self.budget_seconds = None, None
+        self.calibration, self.budget = None, None
+        self.notes: list[str] = []  # what opening the campaign did that the user must hear
+
+    @property
+    def budget_seconds(self) -> float | None:
+        return self.budget.seconds if self.budget else None
 
     # ------------------------------------------------------------------ state
     def open(self, reset: bool = True) -> None:
         """Lock, work tree, ledger, state. `reset`: put the work tree back to the last kept
         commit (a kill may have left edits behind); `record` keeps the external agent's."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._remember_agent()
+        self.agent = None
+        if self.agent_name != "external":  # before anything is made: an agent that cannot work says so at once
+            self.agent = make_agent({**self.cfg["agent"], "name": self.agent_name}, seed=self.cfg["agent"]["seed"])
+        repo = gitwork.project_repo(ROOT)
+        self._make_dir()
         self._lock()
-        gitwork.open_worktree(gitwork.project_repo(ROOT), self.tree, self.branch)
+        gitwork.open_worktree(repo, self.tree, self.branch)
         gitwork.clear_stale_lock(self.tree)
         self.ledger = Ledger(self.dir)
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {
+        self.state = self._load_state() if self.state_path.exists() else {
             "tag": self.cfg["campaign"]["tag"], "backend": self.bk.NAME, "branch": self.branch,
             "base_commit": gitwork.head(self.tree), "created": _now()}
+        self._fix_settings()
+        self.state["agent"] = self.agent_name
         self._save_state()
         if reset:
+            self._save_stray_work()
             gitwork.reset_to(self.tree, self.kept_commit())
         self.workspace = Workspace(self.tree, SCOPES[self.cfg["scope"]], IMMUTABLE)
+
+    def _remember_agent(self) -> None:
+        """A call that names no agent goes on with the campaign's (an external agent's
+        campaign resumed with a bare `run` must not get the random agent)."""
+        named = self.explicit is None or any(k == "agent" or k.startswith("agent.") for k in self.explicit)
+        if named or not self.state_path.is_file():
+            return
+        try:
+            before = json.loads(self.state_path.read_text()).get("agent")
+        except (OSError, ValueError, AttributeError):
+            return  # opening the state under the lock says what is wrong with it
+        if before and before != self.agent_name:
+            self.agent_name = before
+            self.notes.append(f"campaign: going on with its agent, {before} (agent=NAME to change it)")
+
+    def _make_dir(self) -> None:
+        for p in [self.dir, *self.dir.parents]:
+            if p.exists() and not p.is_dir():
+                raise NotADirectoryError(f"campaign.root={self.cfg['campaign']['root']}: {p} is a file, not a "
+                                         f"directory: point campaign.root at a directory")
+            if p == self.root:
+                break
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _load_state(self) -> dict:
+        try:
+            state = json.loads(self.state_path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{self.state_path} is not valid JSON ({e}): restore it, or move the campaign "
+                             f"folder away to start afresh") from None
+        if not isinstance(state, dict) or not isinstance(state.get("base_commit"), str):
+            raise ValueError(f"{self.state_path} is not a campaign state (no base_commit)")
+        return state
+
+    def _fix_settings(self) -> None:
+        """The budget, model, data and scope are the campaign's from its start (harness/fixed.py)."""
+        saved, now = self.state.get("settings"), fixed.settings(self.cfg)
+        if saved is None or (self.ledger.next_seq() == 0 and saved != now):
+            # nothing recorded yet (a first call, or a baseline that failed): this call decides
+            if saved is not None and self.state.pop("pending", None):
+                self.notes.append("campaign: the settings changed before the baseline was recorded: "
+                                  "its interrupted runs are dropped and it runs afresh")
+            self.state["settings"] = now
+            self.state.pop("budget", None)
+            return
+        self.cfg, taken = fixed.reconcile(self.cfg, saved, self.explicit, self.cfg["campaign"]["tag"])
+        if taken:
+            self.notes.append("campaign: using the settings it was started with: "
+                              + ", ".join(f"{k}={saved[k]}" for k in taken[:8]))
+
+    def _save_stray_work(self) -> None:
+        """Work in the tree that the campaign does not know (commits made by hand, edits
+        not recorded) is kept on a branch of its own before the tree is reset, and said."""
+        known = {self.kept_commit()}
+        pending = self.state.get("pending")
+        if pending:
+            known |= {pending["commit"], pending["parent"]}
+        current = gitwork.head(self.tree)
+        author, subject = gitwork.git(self.tree, "log", "-1", "--format=%ae%x00%s", current).split("\x00", 1)
+        if author == "autoresearch@localhost" and subject.startswith(f"exp {self.ledger.next_seq()}: "):
+            known.add(current)  # the harness's own candidate, committed just before a kill
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        branch = f"autoresearch-saved/{self.cfg['campaign']['tag']}/{self.bk.NAME}/{stamp}"
+        what = gitwork.save_work(self.tree, known, branch)
+        if what:
+            self.notes.append(f"campaign: the work tree held work the campaign had not recorded ({what}): kept on "
+                              f"branch {branch} (`git diff {self.kept_commit()[:12]} {branch}` shows it); the work "
+                              f"tree is back at the last kept commit")
 
     def _lock(self) -> None:
         lock = self.dir / "campaign.lock"
@@ -124,31 +222,56 @@ class Campaign:
             print("campaign: WARNING: the agent's code runs without a sandbox (isolation: none): this "
                   "campaign's results are not tamper-proof", flush=True)
         self.calibration = calibration.calibrate(self.cfg) if budget_mod.needs_calibration(self.cfg) else None
-        self.budget_seconds = experiment.resolve_budget(self.cfg, self.calibration)[0].seconds
+        now = experiment.resolve_budget(self.cfg, self.calibration)[0]
+        saved = fixed.budget_of(self.state)
+        if saved is None:  # the campaign's budget from now on
+            self.state["budget"] = dataclasses.asdict(now)
+            self._save_state()
+            saved = now
+        elif abs(now.seconds - saved.seconds) > 0.01 * saved.seconds:
+            print(f"campaign: this device's calibration now gives {now.seconds:.1f} s; the campaign keeps the "
+                  f"budget it started with, {saved.seconds:.1f} s", flush=True)
+        self.budget = dataclasses.replace(saved, reason=saved.reason.split(" [")[0] + " [fixed when the campaign started]")
 
-    def run(self, display: Display) -> str:
-        """Cycle until a limit or the agent stops; returns why it stopped."""
-        cfg, limits = self.cfg, self.cfg["campaign"]
-        self.prepare_budget()
-        agent = None
-        if self.agent_name != "external":
-            agent = make_agent({**cfg["agent"], "name": self.agent_name}, seed=cfg["agent"]["seed"])
-            agent.spent_usd = self.agent_spent()
-        t0, program = time.time(), (ROOT / "program.md").read_text()
-        while True:
-            started = self.ledger.next_seq() > 0
-            if started and self.experiments_done() >= limits["max_experiments"]:
-                return f"campaign.max_experiments={limits['max_experiments']} reached"
-            if limits["max_hours"] is not None and time.time() - t0 > 3600 * limits["max_hours"]:
-                return f"campaign.max_hours={limits['max_hours']} reached"
-            if started and agent is None:
-                return "the baseline is recorded; the external agent records each experiment with `autoresearch record`"
-            try:
+    def run(self, display: Display) -> tuple[str, int]:
+        """Cycle until a limit or the agent stops; returns why it stopped and the exit code
+        (0: a limit was reached or the agent is done; else StopCampaign's code)."""
+        limits, agent = self.cfg["campaign"], self.agent
+        try:
+            if agent is not None:
+                agent.spent_usd = self.agent_spent()
+            self.prepare_budget()
+            t0, program = time.time(), (ROOT / "program.md").read_text()
+            while True:
+                started = self.ledger.next_seq() > 0
+                if started and self.experiments_done() >= limits["max_experiments"]:
+                    return f"campaign.max_experiments={limits['max_experiments']} reached", 0
+                if limits["max_hours"] is not None and time.time() - t0 > 3600 * limits["max_hours"]:
+                    return f"campaign.max_hours={limits['max_hours']} reached", 0
+                if started and agent is None:
+                    return ("the baseline is recorded; the external agent records each experiment with "
+                            "`autoresearch record`"), 0
                 if not self.cycle(agent, program, display):
-                    return "the agent has nothing more to try"
-            except StopCampaign as e:
-                gitwork.reset_to(self.tree, self.kept_commit())
-                return e.message
+                    return "the agent has nothing more to try", 0
+        except StopCampaign as e:
+            gitwork.reset_to(self.tree, self.kept_commit())
+            return e.message, e.code
+
+    def record(self, description: str, display: Display) -> str:
+        """The external agent's step: commit the work tree's edits in scope, run them as one
+        experiment, keep or revert, record it. Edits outside the scope are refused and set
+        aside in a patch file; the edits in scope stay in the work tree."""
+        tag = self.cfg["campaign"]["tag"]
+        if self.state.get("pending"):
+            raise StopCampaign(f"an interrupted experiment is pending: finish it first with `autoresearch run "
+                               f"agent=external campaign.tag={tag} campaign.root={self.root}` (it re-runs it; "
+                               f"your edits are kept on a branch of their own and the command says which)", code=2)
+        if self.ledger.next_seq() == 0:
+            raise StopCampaign(f"no baseline yet: start with `autoresearch run agent=external campaign.tag={tag} "
+                               f"campaign.root={self.root}`", code=2)
+        self.prepare_budget()
+        self.cycle(None, "", display, description=description or "(no description)")
+        return "recorded"
 
     def cycle(self, agent, program: str, display: Display, description: str | None = None) -> bool:
         """One experiment: propose (or take the pending one), commit, run, decide, record."""
@@ -197,8 +320,17 @@ class Campaign:
             proposal = Proposal(description or "(no description)")
         outside = [f for f in gitwork.changed_files(self.tree) if not self.workspace.allowed(f)]
         if outside:
-            gitwork.reset_to(self.tree, parent)
-            raise ScopeViolation(f"changes outside scope={self.cfg['scope']} were reverted: {', '.join(outside)}")
+            patch = self.dir / "refused" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-exp{seq}.patch"
+            gitwork.set_aside(self.tree, outside, patch)
+            msg = (f"changes outside scope={self.cfg['scope']} were refused: {', '.join(outside)}; they are out "
+                   f"of the work tree, saved in {patch} (`git apply {patch}` in the work tree brings them back)")
+            left = gitwork.changed_files(self.tree)
+            if agent is None and left:
+                msg += (f". Your changes in scope ({', '.join(left)}) are still in the work tree, uncommitted: "
+                        f"run `autoresearch record` again to record them")
+            elif agent is not None:
+                gitwork.reset_to(self.tree, parent)
+            raise ScopeViolation(msg)
         commit = parent
         if seq > 0 and gitwork.changed_files(self.tree):
             commit = gitwork.commit_all(self.tree, f"exp {seq}: {proposal.description}")
@@ -225,7 +357,7 @@ class Campaign:
         display.start(seq, pending["description"], attempt, self)
         try:
             return experiment.run(cfg, run_dir, own_calibration=self.calibration, kernels_dir=kernels_dir,
-                                  announce=False)
+                                  announce=False, budget=self.budget)
         finally:
             display.stop()
 
@@ -267,7 +399,13 @@ class Campaign:
         else:
             status = "discard"
         if seq == 0 and status != "keep":
-            raise StopCampaign(f"the baseline failed ({first['status']}): {first.get('reason', '')}")
+            failed = next((r for r in runs if r["status"] != "ok"), first)
+            self.state.pop("pending", None)  # nothing recorded: the next call runs the baseline afresh
+            self.state.setdefault("baseline_failures", []).append(
+                {"time": _now(), "status": failed["status"], "reason": failed.get("reason", ""),
+                 "run_dir": failed.get("run_dir")})
+            self._save_state()
+            raise BaselineFailed(failed)
         row = self._row(seq, pending, first, status, cycle_seconds)
         row.update(mean_val_bpb=mean, runs=len(runs), keep_rule={
             **rule.describe(), "best_before": best, "head_runs": n_head,

@@ -6,31 +6,60 @@
 
 Also `python -m harness <verb> ...`. Each verb composes conf/<verb>.yaml; a bad override
 (unknown key, unknown option, wrong type) stops with Hydra's message and exit code 1.
+An error the user can fix ends with one line and exit code 2; Ctrl-C with 130, SIGTERM
+with 143 (harness/stops.py), after the children are killed and the state is saved.
 """
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
+from harness import stops
 from harness.config import CONF_DIR, register, to_dict
 
 
 EXIT_USAGE = 2  # a bad request (no traceback): bad budget, missing file, unavailable backend
+_DESCRIPTION: str | None = None  # `record -m TEXT`: taken off the command line before Hydra parses it
+
+
+def _os_problem(e: OSError) -> str:
+    """One line for an operating-system error, with what to do about it."""
+    where = f" ({e.filename})" if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return (f"no space left on the device{where}: free some space and run the same command again "
+                f"(what was recorded before this is intact)")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write{where}: {e.strerror}: make it writable, or point data.cache_dir "
+                f"($AUTORESEARCH_CACHE) or campaign.root elsewhere")
+    return str(e)
 
 
 def _user_errors(fn):
-    """Errors a user can fix end with one clear line and exit code 2, never a traceback."""
+    """Errors a user can fix end with one clear line and exit code 2, never a traceback;
+    an interrupted command says so and exits with 130 (Ctrl-C) or 143 (SIGTERM)."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(cfg):
+        from harness.agents import StopCampaign
         from harness.budget import BudgetError
         from harness.calibration import CalibrationError
 
+        verb = fn.__name__.strip("_")
         try:
             return fn(cfg)
-        except (BudgetError, CalibrationError, FileNotFoundError, ValueError, RuntimeError) as e:
-            print(f"autoresearch {fn.__name__.strip('_')}: error: {e}", file=sys.stderr)
+        except KeyboardInterrupt as e:
+            print(f"autoresearch {verb}: {stops.reason(e)}: stopped (run the same command again)", file=sys.stderr)
+            raise SystemExit(stops.exit_code())
+        except StopCampaign as e:
+            print(f"autoresearch {verb}: error: {e.message}", file=sys.stderr)
+            raise SystemExit(e.code or EXIT_USAGE)
+        except OSError as e:
+            print(f"autoresearch {verb}: error: {_os_problem(e)}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE)
+        except (BudgetError, CalibrationError, ValueError, RuntimeError) as e:
+            print(f"autoresearch {verb}: error: {e}", file=sys.stderr)
             raise SystemExit(EXIT_USAGE)
 
     return wrapper
@@ -62,13 +91,25 @@ def _experiment(cfg) -> None:
     raise SystemExit(experiment.report(out))
 
 
-def _open_campaign(cfg, reset: bool = True):
+def _command_line_keys() -> set[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    from harness.fixed import override_keys
+
+    return override_keys(list(HydraConfig.get().overrides.task))
+
+
+def _open_campaign(cfg, reset: bool = True, agent: str | None = None):
     from harness.campaign import Campaign
     from harness.display import Display
 
-    c = Campaign(to_dict(cfg))
+    keys = _command_line_keys()
+    c = Campaign(to_dict(cfg), explicit=keys | {"agent"} if agent else keys)
+    c.agent_name = agent or c.agent_name
     c.open(reset=reset)
     display = Display()
+    for note in c.notes:
+        display.note(note)
     display.note(f"campaign: {c.dir} | branch {c.branch} | agent {c.agent_name} | scope {c.cfg['scope']} "
                  f"| {len(c.ledger)} experiments so far")
     return c, display
@@ -77,54 +118,51 @@ def _open_campaign(cfg, reset: bool = True):
 def _finish(c, why: str, code: int = 0) -> None:
     print(f"campaign: stopped: {why}\n{c.report()}", flush=True)
     if code:
+        print(f"autoresearch: the campaign stopped early (exit code {code}): {why}", file=sys.stderr, flush=True)
         raise SystemExit(code)
+
+
+def _campaign_step(c, step) -> None:
+    """Run `step` (the loop, or one record), unlock, report; Ctrl-C and SIGTERM end it
+    with the state saved, as any stop does (the same command resumes)."""
+    try:
+        why, code = step()
+    except KeyboardInterrupt as e:
+        why, code = f"{stops.reason(e)} (run the same command to resume)", stops.exit_code()
+    finally:
+        c.unlock()
+    _finish(c, why, code)
+    if c.agent_name == "external":
+        print(external_protocol(c), flush=True)
 
 
 @_user_errors
 def _run(cfg) -> None:
     c, display = _open_campaign(cfg)
-    try:
-        why, code = c.run(display), 0
-    except KeyboardInterrupt:
-        why, code = "interrupted (run the same command to resume)", 130
-    finally:
-        c.unlock()
-    _finish(c, why, code)
-    if c.agent_name == "external":
-        print(EXTERNAL_PROTOCOL.format(tree=c.tree, tag=c.cfg["campaign"]["tag"], backend=c.bk.NAME,
-                                       scope=c.cfg["scope"]), flush=True)
+    _campaign_step(c, lambda: c.run(display))
 
 
-EXTERNAL_PROTOCOL = """
+def external_protocol(c) -> str:
+    """The external agent's instructions, with every setting its commands need."""
+    b, tag, root = c.budget, c.cfg["campaign"]["tag"], c.root
+    where = f"campaign.root={root} campaign.tag={tag} backend={c.bk.NAME}"
+    budget = (f"budget.mode={b.mode} "
+              + (f"budget.seconds={c.cfg['budget']['seconds']:g}" if b.mode == "wall"
+                 else f"budget.reference_seconds={c.cfg['budget']['reference_seconds']:g}")) if b else ""
+    return f"""
 external agent protocol (program.md):
-  1. edit files in {tree} (scope={scope}; changes elsewhere are reverted and refused)
-  2. autoresearch record description="what you changed" campaign.tag={tag} backend={backend}
-     (commits, runs one experiment under the calibrated budget, keeps or reverts, records it)
-  3. autoresearch ledger campaign.tag={tag} backend={backend}      (the results so far, the best)"""
+  1. edit files in {c.tree} (scope={c.cfg['scope']}; changes elsewhere are refused and set aside)
+  2. autoresearch record -m "what you changed" {where} {budget}
+     (commits, runs one experiment under the campaign's budget, keeps or reverts, records it;
+     -m takes any text: commas, parentheses and quotes need no escaping)
+  3. autoresearch ledger {where}      (the results so far, the best)"""
 
 
 @_user_errors
 def _record(cfg) -> None:
-    from harness.campaign import ScopeViolation
-
-    c, display = _open_campaign(cfg, reset=False)
-    tag = c.cfg["campaign"]["tag"]
-    try:
-        if c.state.get("pending"):
-            raise RuntimeError(f"an interrupted experiment is pending: finish it first with `autoresearch run "
-                               f"agent=external campaign.tag={tag}` (it re-runs it; your edits would be reset)")
-        if c.ledger.next_seq() == 0:
-            raise RuntimeError(f"no baseline yet: start with `autoresearch run agent=external campaign.tag={tag}`")
-        c.prepare_budget()
-        c.cycle(None, "", display, description=c.cfg["description"] or "(no description)")
-        why, code = "recorded", 0
-    except ScopeViolation as e:
-        raise RuntimeError(e.message) from None
-    except KeyboardInterrupt:
-        why, code = "interrupted", 130
-    finally:
-        c.unlock()
-    _finish(c, why, code)
+    c, display = _open_campaign(cfg, reset=False, agent="external")  # `record` is the external agent's step
+    description = _DESCRIPTION if _DESCRIPTION is not None else c.cfg["description"]
+    _campaign_step(c, lambda: (c.record(description, display), 0))
 
 
 @_user_errors
@@ -156,9 +194,33 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def take_description(args: list[str]) -> tuple[list[str], str | None]:
+    """`record`'s description, taken off the command line as written: `-m TEXT`,
+    `--message TEXT`, `--message=TEXT` or `description=TEXT`, so that commas, brackets,
+    quotes and `=` in it never meet Hydra's override grammar."""
+    rest, text, i = [], None, 0
+    while i < len(args):
+        a = args[i]
+        if a in ("-m", "--message"):
+            if i + 1 >= len(args):
+                print(f"autoresearch record: error: {a} needs the description after it", file=sys.stderr)
+                raise SystemExit(EXIT_USAGE)
+            text, i = args[i + 1], i + 2
+            continue
+        for prefix in ("--message=", "description="):
+            if a.startswith(prefix):
+                text = a[len(prefix):]
+                break
+        else:
+            rest.append(a)
+        i += 1
+    return rest, text
+
+
 def main(argv: list[str] | None = None) -> None:
     import hydra
 
+    global _DESCRIPTION
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -167,6 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     if verb not in VERBS:
         print(f"autoresearch: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
+    if verb == "record":
+        rest, _DESCRIPTION = take_description(rest)
+    stops.install()
     register()
     sys.argv = [f"autoresearch {verb}"] + rest
     app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_OF.get(verb, verb))(VERBS[verb][0])

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import backends
 from harness import budget as budget_mod
-from harness import isolation, limits, proc, score, summary, training
+from harness import isolation, limits, proc, score, stops, summary, training
 from harness import runner as runner_mod
 from harness.feed import Feed
 from harness.guard import ROOT, Guard
@@ -84,8 +84,9 @@ def _kernels_overlay(scratch: Path, kernels_dir: Path) -> Path:
 
 
 def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None, kernels_dir: Path | None = None,
-        announce: bool = True) -> dict:
-    """Run one experiment; return its summary (also written to run_dir/summary.json)."""
+        announce: bool = True, budget: budget_mod.Budget | None = None) -> dict:
+    """Run one experiment; return its summary (also written to run_dir/summary.json).
+    `budget`: a budget fixed beforehand (a campaign's), instead of the one cfg resolves to."""
     t_start = time.monotonic()
     cfg = {**cfg, "data": absolute_data(cfg["data"])}
     bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
@@ -94,7 +95,8 @@ def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None, kernels_d
         raise FileNotFoundError(f"train_file={train_path}: no such file")
     train_src = train_path.read_text()
     ensure_prepared(cfg["data"])
-    budget, cal = resolve_budget(cfg, own_calibration)
+    resolved, cal = resolve_budget(cfg, own_calibration)
+    budget = budget or resolved
     say = (lambda msg: print(msg, flush=True)) if announce else (lambda msg: None)
     iso = isolation.choose(cfg, bk, log=lambda m: print(m, flush=True))
     lim = limits.resolve(cfg, cal, budget, _dtype_name(bk))
@@ -139,8 +141,8 @@ def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None, kernels_d
         if out["status"] == "ok":
             say("experiment: evaluating (sandboxed model runners; the metric stays in the harness) ...")
             out.update(_evaluate(cfg, bk, iso, lim, run_dir, handover, say))
-    except KeyboardInterrupt:
-        out.update(status="interrupted", reason="interrupted by the user")
+    except KeyboardInterrupt as e:
+        out.update(status="interrupted", reason=stops.reason(e))
     except Exception as e:  # the harness's own failure (e.g. too small a validation split): said, and recorded
         out.update(status="crash", reason=f"harness error: {e}")
         raise
@@ -249,4 +251,6 @@ def report(out: dict) -> int:
         out_print.pop("val_bpb", None)  # no val_bpb line: the contract's mark of a failed run
     print(summary.format_block(out_print), flush=True)
     print(f"experiment: summary written to {Path(out['run_dir']) / SUMMARY_FILE}", flush=True)
+    if out["status"] == "interrupted":
+        return stops.exit_code()  # 130 for Ctrl-C, 143 for SIGTERM
     return EXIT_CODES.get(out["status"], 1)

@@ -4,6 +4,7 @@ commits; a candidate is committed on it and reset away when it is not kept.
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,6 +24,8 @@ def git(repo: Path, *args: str, check: bool = True, strip: bool = True) -> str:
 
 
 def project_repo(root: Path) -> Path:
+    if shutil.which("git") is None:
+        raise GitError("campaigns need git, and no `git` command is on PATH: install git or fix PATH")
     try:
         return Path(git(root, "rev-parse", "--show-toplevel"))
     except (GitError, FileNotFoundError) as e:
@@ -83,3 +86,38 @@ def diff_stats(tree: Path, parent: str, commit: str) -> dict:
         ins += int(a) if a.isdigit() else 0
         dels += int(d) if d.isdigit() else 0
     return {"files": files, "insertions": ins, "deletions": dels}
+
+
+def set_aside(tree: Path, files: list[str], patch: Path) -> None:
+    """Move `files`' uncommitted changes out of the work tree into `patch` (a binary git
+    patch: `git apply PATCH` in the work tree brings them back); the files return to HEAD,
+    the rest of the work tree is left as it is."""
+    git(tree, "add", "-A", "--", *files)
+    text = git(tree, "diff", "--cached", "--binary", "HEAD", "--", *files, strip=False)
+    patch.parent.mkdir(parents=True, exist_ok=True)
+    patch.write_text(text)
+    git(tree, "reset", "-q", "HEAD", "--", *files)
+    tracked = set(git(tree, "ls-tree", "-r", "--name-only", "HEAD", "--", *files).splitlines())
+    for f in files:
+        if f in tracked:
+            git(tree, "checkout", "HEAD", "--", f)
+        else:
+            (tree / f).unlink(missing_ok=True)
+
+
+def save_work(tree: Path, known: set[str], branch: str) -> str | None:
+    """Keep what the work tree holds beyond the commits in `known` on a new `branch`
+    before the tree is reset: uncommitted edits (committed onto it) and commits made by
+    hand. Returns a description of what was kept, None when there was nothing."""
+    dirty, what = changed_files(tree), []
+    current = head(tree)
+    if not dirty and current in known:
+        return None
+    if current not in known:
+        what.append(f"commit {current[:12]} ({git(tree, 'log', '-1', '--format=%s', current)})")
+    if dirty:
+        git(tree, "add", "-A")
+        git(tree, "commit", "-q", "--no-verify", "-m", "uncommitted work found in the campaign's work tree")
+        what.append("uncommitted changes to " + ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else ""))
+    git(tree, "branch", branch, "HEAD")
+    return "; ".join(what)

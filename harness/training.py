@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import proc, summary
+from harness import proc, stops, summary
 from harness.feed import Feed
 from harness.telemetry import PeakMemory
 
@@ -58,8 +58,8 @@ def run(cmd: list[str], *, scratch: Path, handover: Path, env: dict, feed: Feed,
             if time.monotonic() > feed.deadline():
                 cut_off = True
                 break
-    except KeyboardInterrupt:
-        out.status, out.reason = "interrupted", "interrupted by the user"
+    except KeyboardInterrupt as e:
+        out.status, out.reason = "interrupted", stops.reason(e)
     finally:
         child.kill_tree()  # before anything else: nothing train.py started outlives this line
         peak = mem.stop()

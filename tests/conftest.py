@@ -58,3 +58,14 @@ def experiment(run_dir: Path, train_file: Path | None, *extra, timeout: float = 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert not list(run_dir.rglob("*.tmp*")), "half-written files left behind"
     return res, summary
+
+
+def remove_campaign(tag: str, root: Path, backend: str = "cpu") -> None:
+    """A test campaign's work tree and branches (its saved-work ones too) out of the project."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    git("worktree", "remove", "--force", str(root / tag / backend / "worktree"))
+    saved = git("branch", "--list", "--format=%(refname:short)", f"autoresearch-saved/{tag}/*").split()
+    for branch in [f"autoresearch/{tag}/{backend}", *saved]:
+        git("branch", "-D", branch)

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, remove_campaign, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +28,7 @@ def campaign(tmp_path):
     tag = f"test-{uuid.uuid4().hex[:8]}"
     root = tmp_path / "campaigns"
     yield tag, root, root / tag / "cpu"
-    git("worktree", "remove", "--force", str(root / tag / "cpu" / "worktree"))
-    git("branch", "-D", f"autoresearch/{tag}/cpu")
+    remove_campaign(tag, root)
 
 
 def run(campaign, *extra, verb="run", timeout=600, baseline_runs=1):
@@ -165,10 +164,10 @@ def test_claude_agent_drives_a_campaign(cache_dir, campaign, monkeypatch):
     assert c.agent_name == "claude"  # agent=auto with a key
     c.open()
     try:
-        why = c.run(Display(interval=60))
+        why, code = c.run(Display(interval=60))
     finally:
         c.unlock()
-    assert "max_experiments=1" in why
+    assert "max_experiments=1" in why and code == 0
     recs = rows(d)
     assert [r["description"] for r in recs] == ["baseline", "longer warm-down"]
     assert recs[1]["agent_tokens_in"] > 0 and recs[1]["agent_cost_usd"] > 0

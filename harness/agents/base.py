@@ -42,11 +42,15 @@ class Context:
 
 
 class StopCampaign(Exception):
-    """End the campaign cleanly (the loop saves state and exits); `message` says why."""
+    """End the campaign cleanly (the loop saves state and exits); `message` says why and
+    `code` is the command's exit code: 7 (the campaign cannot go on: the agent cannot
+    work) unless the raiser knows better (2: a setting the user must fix; 0: a limit the
+    user set was reached)."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, code: int = 7):
         super().__init__(message)
         self.message = message
+        self.code = code
 
 
 class CostCapReached(StopCampaign):
@@ -55,7 +59,7 @@ class CostCapReached(StopCampaign):
 
     def __init__(self, message: str, spent_usd: float = 0.0, cap_usd: float = 0.0,
                  partial: Proposal | None = None):
-        super().__init__(message)
+        super().__init__(message, code=0)  # a limit the user set, reached: a clean end
         self.spent_usd = spent_usd
         self.cap_usd = cap_usd
         self.partial = partial

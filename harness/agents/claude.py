@@ -116,7 +116,8 @@ class ClaudeAgent(Agent):
         self.spent_usd = 0.0  # across the campaign; the loop restores it on resume
         key = os.environ.get("ANTHROPIC_API_KEY")
         if not key:
-            raise StopCampaign("agent=claude needs ANTHROPIC_API_KEY in the environment")
+            raise StopCampaign("agent=claude needs ANTHROPIC_API_KEY in the environment (or agent=random: "
+                               "no API needed)", code=2)
         # api_key passed explicitly: the SDK then consults no other credential source.
         self._client = anthropic.Anthropic(
             api_key=key, base_url=cfg.get("base_url"), http_client=http_client,
