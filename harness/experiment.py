@@ -218,18 +218,14 @@ def _dtype_name(bk) -> str:
 
 
 def ensure_prepared(data: dict) -> None:
-    """Prepare the data and tokenizer on first use (cached afterwards)."""
+    """Prepare the data and tokenizer on first use, and repair a damaged cache, by the
+    cheap check (sizes; checksums where an mtime moved), so that a truncated file is
+    rebuilt here rather than crashing train.py."""
     from trainer import prepare as P
-    from trainer import tokenizer as bpe
 
-    try:
-        P.split_files("train", data)
-        P.split_files("val", data)
-        ready = (P.tokenizer_dir(data) / bpe.ENCODING_FILE).exists()
-    except FileNotFoundError:
-        ready = False
-    if not ready:
-        print(f"experiment: data={data['name']} is not prepared yet; preparing it now", flush=True)
+    notice = P.cache_notice(data)
+    if notice:
+        print(f"experiment: {notice}", flush=True)
         P.prepare(data)
 
 

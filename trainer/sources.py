@@ -113,6 +113,10 @@ def _parquet_problem(path: Path) -> str | None:
     return None if "text" in names else f"{path.name} has no 'text' column (columns: {names})"
 
 
+class DownloadError(RuntimeError):
+    """Shards could not be downloaded (after retries, or at once on a 403/404)."""
+
+
 class _Fatal(Exception):  # a non-retryable download error
     pass
 
@@ -196,10 +200,10 @@ def download_shards(dest: Path, indices: list[int], base_url: str, workers: int 
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for f in done:
                 if isinstance(f.exception(), _Fatal):
-                    raise RuntimeError(str(f.exception())) from None
+                    raise DownloadError(str(f.exception())) from None
         failed = [f.exception() for f in futs if f.exception() is not None]
         if failed:
-            raise RuntimeError(f"download failed for {len(failed)} shard(s): "
+            raise DownloadError(f"download failed for {len(failed)} shard(s): "
                                + "; ".join(str(e) for e in failed))
     finally:
         stop.set()  # on error or Ctrl-C: workers abandon and delete their temp files
@@ -271,9 +275,20 @@ def local_documents(root: Path) -> Iterator[tuple[str, str]]:
                     if obj["text"].strip():
                         yield f"{rel}:{lineno}", obj["text"]
         else:
-            for row, text in enumerate(_text_column(path)):
+            for row, text in enumerate(_local_parquet(path)):
                 if text and text.strip():
                     yield f"{rel}:{row}", text
+
+
+def _local_parquet(path: Path) -> Iterator[str | None]:
+    """The `text` column of one of the user's .parquet files. pyarrow's own errors name no
+    file ("Parquet magic bytes not found in footer"), which in a directory of thousands
+    leaves the user searching: any defect becomes one line that names it."""
+    try:
+        yield from _text_column(path)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].removeprefix(f"{path}: ")
+        raise ValueError(f"{path}: not a readable parquet file with a 'text' column ({reason})") from None
 
 
 def is_validation(doc_id: str, val_fraction: float) -> bool:
