@@ -76,17 +76,29 @@ def _find_calibration(ref: str, cfg: dict) -> dict:
 
     path = Path(ref).expanduser()
     if path.suffix == ".json" or path.exists():
-        cal = calibration.load(path)
-        if cal is None:
-            raise BudgetError(f"budget.reference={ref}: no readable calibration JSON there")
-        return cal
+        return _checked_calibration(ref, path)
     if re.fullmatch(r"[0-9a-f]{6,12}", ref):
         hits = sorted(calibration.directory(cfg).glob(f"*-{ref}*.json"))
         if hits:
-            return calibration.load(hits[-1])
+            return _checked_calibration(ref, hits[-1])
     names = ", ".join(load_table()["devices"])
     raise BudgetError(f"budget.reference={ref!r} is neither 'default', 'self', a row of conf/reference_devices.yaml "
                       f"({names}), a calibration id under {calibration.directory(cfg)}, nor a calibration JSON path")
+
+
+def _checked_calibration(ref: str, path: Path) -> dict:
+    """The calibration JSON at `path`, whose fields the budget reads: one clear line when
+    it is unreadable or a field has the wrong type, not a TypeError later."""
+    from harness import calibration
+    from harness.checks import calibration_problem
+
+    cal = calibration.load(path)
+    if cal is None:
+        raise BudgetError(f"budget.reference={ref}: no readable calibration JSON at {path}")
+    problem = calibration_problem(cal)
+    if problem:
+        raise BudgetError(f"budget.reference={ref}: the calibration at {path} is unreadable ({problem})")
+    return cal
 
 
 def _need(own: dict | None, what: str) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import backends
 from harness import proc
+from harness.checks import calibration_problem
 from harness.workload import BASELINE, workload_version
 from trainer import atomic
 
@@ -63,10 +64,14 @@ def default_path(cfg: dict, bk, cid: str) -> Path:
     return directory(cfg) / f"{bk.NAME}-{cfg['model']['name']}-{cid}.json"
 
 
-def validity(cal: dict | None, ccfg: dict) -> str:
-    """'' when usable, else why it must be redone."""
+def validity(cal: dict | None, ccfg: dict, path: Path | None = None) -> str:
+    """'' when usable, else why it must be redone (a file with fields of the wrong types
+    too: measuring again beats a TypeError later)."""
     if cal is None:
         return "no calibration for this device and preset yet"
+    problem = calibration_problem(cal)
+    if problem:
+        return f"the cached calibration{f' at {path}' if path else ''} is unreadable ({problem})"
     age_h = (time.time() - cal["created"]) / 3600
     if age_h > ccfg["max_age_hours"]:
         return f"the cached calibration is {age_h:.0f} h old (calibrate.max_age_hours={ccfg['max_age_hours']:g})"
@@ -93,7 +98,7 @@ def calibrate(cfg: dict, log=print) -> dict:
     cid = calibration_id(ident)
     path = default_path(cfg, bk, cid)
     cached = load(path)
-    why = validity(cached, ccfg)
+    why = validity(cached, ccfg, path)
     if not why and not ccfg["force"]:
         log(f"calibrate: cached ({_age(cached)} old, CV {100 * cached['cv']:.1f}%): {path}")
         return _also_save(cached, ccfg)
