@@ -46,9 +46,12 @@ def _user_errors(fn):
         from harness.budget import BudgetError
         from harness.calibration import CalibrationError
 
+        from harness import checks
+
         verb = fn.__name__.strip("_")
         try:
-            return fn(cfg)
+            return fn(checks.validate(to_dict(cfg), log=lambda m: print(f"autoresearch {verb}: warning: {m}",
+                                                                        file=sys.stderr, flush=True)))
         except KeyboardInterrupt as e:
             print(f"autoresearch {verb}: {stops.reason(e)}: stopped (run the same command again)", file=sys.stderr)
             raise SystemExit(stops.exit_code())
@@ -69,14 +72,14 @@ def _user_errors(fn):
 def _prepare(cfg) -> None:
     from trainer.prepare import prepare
 
-    prepare(to_dict(cfg)["data"])
+    prepare(cfg["data"])
 
 
 @_user_errors
 def _calibrate(cfg) -> None:
     from harness import calibration
 
-    cal = calibration.calibrate(to_dict(cfg))
+    cal = calibration.calibrate(cfg)
     print("device benchmark\n" + calibration.table(cal), flush=True)
 
 
@@ -87,7 +90,7 @@ def _experiment(cfg) -> None:
     from harness import experiment
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    out = experiment.run(to_dict(cfg), run_dir)
+    out = experiment.run(cfg, run_dir)
     raise SystemExit(experiment.report(out))
 
 
@@ -99,12 +102,16 @@ def _command_line_keys() -> set[str]:
     return override_keys(list(HydraConfig.get().overrides.task))
 
 
-def _open_campaign(cfg, reset: bool = True, agent: str | None = None):
+def _open_campaign(cfg, reset: bool = True, agent: str | None = None, new: bool = True):
+    """The campaign, opened; `new=False`: it must exist already (nothing is made)."""
     from harness.campaign import Campaign
     from harness.display import Display
 
     keys = _command_line_keys()
-    c = Campaign(to_dict(cfg), explicit=keys | {"agent"} if agent else keys)
+    c = Campaign(cfg, explicit=keys | {"agent"} if agent else keys)
+    if not new and not c.state_path.exists():
+        raise FileNotFoundError(f"no campaign at {c.dir}: start it with `autoresearch run agent=external "
+                                f"campaign.tag={c.cfg['campaign']['tag']} campaign.root={c.root}`")
     c.agent_name = agent or c.agent_name
     c.open(reset=reset)
     display = Display()
@@ -160,7 +167,7 @@ external agent protocol (program.md):
 
 @_user_errors
 def _record(cfg) -> None:
-    c, display = _open_campaign(cfg, reset=False, agent="external")  # `record` is the external agent's step
+    c, display = _open_campaign(cfg, reset=False, agent="external", new=False)  # `record` is the external agent's step
     description = _DESCRIPTION if _DESCRIPTION is not None else c.cfg["description"]
     _campaign_step(c, lambda: (c.record(description, display), 0))
 
@@ -170,7 +177,7 @@ def _ledger(cfg) -> None:
     from harness.campaign import Campaign
     from harness.ledger import Ledger
 
-    c = Campaign(to_dict(cfg))
+    c = Campaign(cfg)
     if not (c.dir / "results.jsonl").exists():
         raise FileNotFoundError(f"no campaign at {c.dir} (campaign.tag={c.cfg['campaign']['tag']}, backend={c.bk.NAME})")
     c.ledger = Ledger(c.dir)
@@ -231,6 +238,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     if verb == "record":
         rest, _DESCRIPTION = take_description(rest)
+    from harness.checks import ConfigError, check_overrides
+
+    try:  # Hydra adds unknown `+key=` overrides without a word: refused, as any unknown key
+        check_overrides(rest, verb)
+    except ConfigError as e:
+        print(f"autoresearch {verb}: error: {e}", file=sys.stderr)
+        raise SystemExit(1)
     stops.install()
     register()
     sys.argv = [f"autoresearch {verb}"] + rest
