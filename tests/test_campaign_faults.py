@@ -1,7 +1,9 @@
-"""A campaign through its faults, end to end on CPU: a baseline that failed, work left in
-the work tree, an edit partly outside the scope, a call that asks for another budget, and
-a description no shell or Hydra quoting has to protect. Nothing is lost, every stop says
-why in one line with its exit code, and the same tag always goes on."""
+"""The external agent's campaign through its faults, end to end on CPU: a baseline that
+failed, work left in the work tree, an edit partly outside the scope, a call that asks
+for another budget, and a description no shell or Hydra quoting has to protect. Nothing
+is lost, every stop says why in one line with its exit code, and the same tag always
+goes on. Also the default keep rule: the baseline runs three times, and its spread is
+the noise the first candidate is judged against."""
 import json
 import subprocess
 import uuid
@@ -34,7 +36,7 @@ def test_a_campaign_goes_on_through_its_faults(cache_dir, where):
     tag, root = where
     d, at = root / tag / "cpu", [f"campaign.tag={tag}", f"campaign.root={root}", "backend=cpu"]
     settings = ["model=tiny", "budget.mode=wall", "data.eval_tokens=2048",
-                "keep.baseline_runs=1", "keep.confirm_runs=0", "agent=external", "eval.probe_tolerance=1e-4"]
+                "keep.confirm_runs=0", "agent=external", "eval.probe_tolerance=1e-4"]
 
     # 1. The baseline fails (cut off half a second after its start, before Python has
     #    even imported torch): a non-zero exit, one line, nothing recorded; fixed, the
@@ -46,7 +48,10 @@ def test_a_campaign_goes_on_through_its_faults(cache_dir, where):
     assert rows(d) == []
     res = run_cli("run", *at, *settings, "budget.seconds=2", "budget.allowance_seconds=30")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert [(r["seq"], r["status"]) for r in rows(d)] == [(0, "keep")]
+    recs = rows(d)
+    assert [(r["seq"], r["status"]) for r in recs] == [(0, "keep"), (1, "confirm"), (2, "confirm")]
+    assert recs[0]["runs"] == 3 and all(r["confirms"] == 0 for r in recs[1:])
+    assert recs[0]["mean_val_bpb"] == pytest.approx(sum(r["val_bpb"] for r in recs) / 3)
     printed = next(line for line in res.stdout.splitlines() if "autoresearch record -m" in line)
     assert f"campaign.root={root}" in printed and "budget.mode=wall budget.seconds=2" in printed
 
@@ -77,17 +82,22 @@ def test_a_campaign_goes_on_through_its_faults(cache_dir, where):
     patch = next((d / "refused").glob("*.patch"))
     assert str(patch) in res.stderr and "# sneaky" in patch.read_text() and "x = 1" in patch.read_text()
     assert prep.read_text() == before and not (tree / "trainer" / "extra.py").exists()
-    assert "WARMDOWN_RATIO = 0.3" in train.read_text() and len(rows(d)) == 1
+    assert "WARMDOWN_RATIO = 0.3" in train.read_text() and len(rows(d)) == 3
 
     # 4. Another budget for the same campaign is refused, not compared with the first.
     res = run_cli("record", "-m", "longer", *at, "budget.seconds=5")
     assert res.returncode == 2 and "budget.seconds=2.0" in res.stderr and "fixed when it starts" in res.stderr
-    assert "WARMDOWN_RATIO = 0.3" in train.read_text() and len(rows(d)) == 1
+    assert "WARMDOWN_RATIO = 0.3" in train.read_text() and len(rows(d)) == 3
 
     # 5. Recorded under the campaign's budget, the description exactly as written.
     desc = "warm-down 0.3, (shorter) 'q' \"dq\" a=b"
-    res = run_cli("record", "-m", desc, *at)
+    res = run_cli("record", "-m", desc, *at, "keep.confirm_runs=0")
     assert res.returncode == 0, res.stdout + res.stderr
     last = rows(d)[-1]
-    assert (last["seq"], last["description"], last["budget_s"], last["agent"]) == (1, desc, 2.0, "external")
+    assert (last["seq"], last["description"], last["budget_s"], last["agent"]) == (3, desc, 2.0, "external")
     assert last["diff"]["files"] == 1 and last["status"] in ("keep", "discard")
+    rule = last["keep_rule"]
+    assert rule["noise_dof"] == 2 and rule["noise_std"] > 0 and rule["margin"] > 0 and rule["head_runs"] == 3
+    assert (last["status"] == "keep") == (rule["gain"] > rule["margin"])
+    res = run_cli("ledger", *at)
+    assert res.returncode == 0 and desc in res.stdout and "best kept" in res.stdout
