@@ -127,27 +127,38 @@ def test_save_work_keeps_commits_and_edits_on_a_branch(tmp_path):
 
 # ----------------------------------------------------------------- commands that must fail early
 
-def test_commands_that_cannot_work_fail_before_making_anything(tmp_path):
+def in_process(capsys, monkeypatch, *args):
+    """`autoresearch ARGS` in this process (no interpreter start-up): (exit code, stderr)."""
+    monkeypatch.setattr(stops, "install", lambda: None)  # leave pytest's own signal handlers alone
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli.main(list(args))
+    return subprocess.CompletedProcess(args, e.value.code, "", capsys.readouterr().err)
+
+
+def test_commands_that_cannot_work_fail_before_making_anything(tmp_path, capsys, monkeypatch):
     root = tmp_path / "campaigns"
-    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
-    res = subprocess.run([sys.executable, "-m", "harness", "run", "backend=cpu", "agent=claude", f"campaign.root={root}"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    res = in_process(capsys, monkeypatch, "run", "backend=cpu", "agent=claude", f"campaign.root={root}")
     one_line_error(res, 2, "ANTHROPIC_API_KEY")
     afile = tmp_path / "afile"
     afile.write_text("")
-    one_line_error(run_cli("run", "backend=cpu", f"campaign.root={afile}"), 2, "is a file, not a directory")
-    bare = tmp_path / "bin"  # a PATH with python but no git
-    bare.mkdir()
-    (bare / "python").symlink_to(sys.executable)
-    res = run_cli("run", "backend=cpu", f"campaign.root={root}", extra_env={"PATH": str(bare)})
-    one_line_error(res, 2, "no `git` command is on PATH")
-    one_line_error(run_cli("record", "-m", "x", "backend=cpu", f"campaign.root={root}"), 2, "no campaign at")
+    one_line_error(in_process(capsys, monkeypatch, "run", "backend=cpu", f"campaign.root={afile}"), 2,
+                   "is a file, not a directory")
+    one_line_error(in_process(capsys, monkeypatch, "record", "-m", "x", "backend=cpu", f"campaign.root={root}"), 2,
+                   "no campaign at")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git on it
+    one_line_error(in_process(capsys, monkeypatch, "run", "backend=cpu", f"campaign.root={root}"), 2,
+                   "no `git` command is on PATH")
     assert not root.exists()
 
 
-def test_bad_values_and_unknown_keys_stop_at_once():
-    one_line_error(run_cli("experiment", "backend=cpu", "budget.mode=wall", "budget.seconds=0"), 2, "budget.seconds=0")
-    one_line_error(run_cli("experiment", "backend=cpu", "+foo=1"), 1, "unknown config key 'foo'")
+def test_bad_values_and_unknown_keys_stop_at_once(capsys, monkeypatch):
+    res = in_process(capsys, monkeypatch, "experiment", "backend=cpu", "budget.mode=wall", "budget.seconds=0")
+    one_line_error(res, 2, "budget.seconds=0")
+    one_line_error(in_process(capsys, monkeypatch, "experiment", "backend=cpu", "+foo=1"), 1, "unknown config key 'foo'")
+    res = in_process(capsys, monkeypatch, "ledger", "backend=cpu", "backend.threads=4096", "campaign.root=/nonexistent")
+    assert "backend.threads=4096 is more than the" in res.stderr and "no campaign at" in res.stderr
 
 
 def test_sigterm_stops_an_experiment_with_its_summary(use_cache, tmp_path):
