@@ -148,7 +148,8 @@ def threads_far_above_the_cores(e: Env):
 @case
 def calibration_json_wrong_types(e: Env):
     bad = e.tmp / "bad-calibration.json"
-    bad.write_text(json.dumps({"id": "x", "created": "yesterday", "tokens_per_s": "fast", "device": 1}))
+    bad.write_text(json.dumps({"id": "x", "created": 1.7e9, "created_iso": "2026-11-30", "device": "cpu",
+                               "preset": "tiny", "cv": 0.01, "tokens_per_s": "fast"}))
     return judge(e.cli("experiment", *BASE, f"budget.reference={bad}"), 2, "tokens_per_s")
 
 

@@ -278,6 +278,8 @@ def noise_floor(cfg: dict, cal: dict, runs: int, log) -> dict:
     for i in range(runs):
         log(f"calibrate: noise run {i + 1}/{runs} ...")
         out = experiment.run(c, root / f"run{i}", own_calibration=cal)
+        if out["status"] == "interrupted":
+            raise KeyboardInterrupt
         if out["status"] != "ok":
             raise CalibrationError(f"noise run {i + 1} failed ({out['status']}): {out.get('reason', '')}")
         values.append(out["val_bpb"])

@@ -61,7 +61,8 @@ class _Rows:
         self._buf: deque = deque()
         self._cv = threading.Condition()
         self._want, self._closed, self.error = 1, False, None
-        threading.Thread(target=self._run, daemon=True).start()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         try:
@@ -89,7 +90,9 @@ class _Rows:
         with self._cv:
             self._want = max(self._want, 2 * n)  # keep a batch ahead of the next request
             self._cv.notify_all()
-            self._cv.wait_for(lambda: len(self._buf) >= n or self.error is not None)
+            self._cv.wait_for(lambda: len(self._buf) >= n or self.error is not None or self._closed)
+            if self._closed:
+                raise ConnectionAbortedError("the feed is closed")  # an OSError: the server ends quietly
             if self.error is not None:
                 raise RuntimeError(f"the training data could not be read: {self.error}") from self.error
             rows = [self._buf.popleft() for _ in range(n)]
@@ -97,9 +100,12 @@ class _Rows:
         return np.stack([r for r, _ in rows]), max(e for _, e in rows)
 
     def close(self) -> None:
+        """Stop producing, and wait for the row in hand: a thread still inside pyarrow or the
+        tokenizer when the interpreter exits aborts the whole process (std::terminate)."""
         with self._cv:
             self._closed = True
             self._cv.notify_all()
+        self._thread.join(timeout=30)
 
 
 class Feed:
@@ -268,9 +274,15 @@ class Feed:
             src.close()
         for s in (self._parent, self._child):
             try:
+                s.shutdown(socket.SHUT_RDWR)  # wakes a server blocked in recv
+            except OSError:
+                pass
+            try:
                 s.close()
             except OSError:
                 pass
+        if self._thread is not None:
+            self._thread.join(timeout=10)  # it ends on the closed socket or the closed rows
         try:
             self._mm.close()
         except (BufferError, ValueError):

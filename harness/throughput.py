@@ -63,6 +63,8 @@ def measure(cfg: dict, bk, seconds: float, windows: int, log=print, on_start=Non
             t0 = time.monotonic()
             out = training.run(cmd, scratch=scratch, handover=handover, env=env, feed=feed,
                                log=Path(tmp) / "train.log", echo=False, backend=bk.NAME, on_start=on_start)
+            if out.status == "interrupted":  # Ctrl-C or SIGTERM: the command stops, nothing is saved
+                raise KeyboardInterrupt
             if out.status != "ok":
                 raise ThroughputError(f"the frozen baseline's training run failed ({out.status}: {out.reason}):\n"
                                       + out.log_tail)
