@@ -133,5 +133,14 @@ def fingerprint() -> dict:
 
 
 def setup(threads: int | None = None) -> None:
-    """Use `threads` intra-op threads (default: every logical core). Idempotent."""
-    C.set_threads(threads if threads is not None else (os.cpu_count() or 1))
+    """Use `threads` intra-op threads (default: every core this process may run on: a
+    container or `taskset` may allow fewer than the machine has, and more threads than
+    cores run many times slower). Idempotent."""
+    C.set_threads(threads if threads is not None else available_cores())
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows: no affinity mask
+        return os.cpu_count() or 1

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 import re
 import typing
 from typing import Any, Callable
@@ -209,11 +208,10 @@ RULES: list[tuple[tuple[str, ...], Callable[[dict], str]]] = [
 
 def available_cores() -> int:
     """The cores this process may run on (its affinity mask: a container's or taskset's
-    share), not the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS, Windows
-        return os.cpu_count() or 1
+    share), not the machine's; the CPU backend's default thread count."""
+    from backends.cpu import available_cores as cores
+
+    return cores()
 
 
 def _cap_threads(cfg: dict, log) -> None:
