@@ -68,8 +68,18 @@ def reset_to(tree: Path, commit: str) -> None:
 
 
 def changed_files(tree: Path) -> list[str]:
-    out = git(tree, "status", "--porcelain", "--untracked-files=all", strip=False)  # "XY path": keep column 1
-    return [line[3:].split(" -> ")[-1] for line in out.splitlines() if line.strip()]
+    """Paths changed, added or deleted in the work tree, exactly as named (NUL-separated
+    output: no quoting of spaces, quotes or newlines in a name)."""
+    entries = git(tree, "status", "--porcelain", "-z", "--untracked-files=all", strip=False).split("\0")
+    out, i = [], 0
+    while i < len(entries):
+        entry = entries[i]
+        if len(entry) > 3:
+            out.append(entry[3:])  # "XY path"
+            if entry[0] in "RC":
+                i += 1  # a rename's or copy's next entry is its source
+        i += 1
+    return out
 
 
 def commit_all(tree: Path, message: str) -> str:

@@ -112,6 +112,24 @@ def test_set_aside_moves_only_the_named_files_into_a_patch_that_applies_back(tmp
     assert (tree / "out.py").read_text() == "b = 2\n" and (tree / "new_out.py").read_text() == "c = 1\n"
 
 
+def test_set_aside_handles_hostile_names_and_links_without_following_them(tmp_path):
+    """An agent's file names (spaces, quotes, a newline) and a link out of the tree: the
+    link itself is set aside, never what it points at."""
+    tree = _repo(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("outside the tree\n")
+    (tree / "link out").symlink_to(victim)
+    odd = 'we"ird\nname.py'
+    (tree / odd).write_text("z = 1\n")
+    (tree / "in.py").write_text("a = 5\n")
+    assert sorted(gitwork.changed_files(tree)) == sorted(["in.py", "link out", odd])
+    patch = tmp_path / "x.patch"
+    gitwork.set_aside(tree, ["link out", odd], patch)
+    assert victim.read_text() == "outside the tree\n" and not os.path.lexists(tree / "link out")
+    assert not (tree / odd).exists() and gitwork.changed_files(tree) == ["in.py"]
+    assert str(victim) in patch.read_text() and "outside the tree" not in patch.read_text()
+
+
 def test_save_work_keeps_commits_and_edits_on_a_branch(tmp_path):
     tree = _repo(tmp_path)
     known = {gitwork.head(tree)}
