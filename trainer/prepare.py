@@ -16,20 +16,19 @@ MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, get_token_bytes, make_dataloader, evaluate_
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from trainer import atomic, manifest, sources
+from trainer import atomic, build, layout, sources
 from trainer import feed as _feed
 from trainer import tokenizer as bpe
+from trainer.build import READY_FILE, CacheError  # noqa: F401 (re-exported)
 from trainer.packing import BestFitPacker
 
 ENV_RUN_CONFIG = "AUTORESEARCH_RUN_CONFIG"  # JSON written by the harness for this run
@@ -129,49 +128,22 @@ def budget_progress(training_seconds: float, tokens: int, flops: float = 0.0) ->
 
 
 # --------------------------------------------------------------------------- paths
+# (trainer/layout.py; here with the run's data config as the default)
 
 def data_dir(data: dict = DATA) -> Path:
-    root = Path(os.path.expanduser(data["cache_dir"])) / "data"
-    if data["name"] == "local":
-        key = hashlib.blake2b(str(_local_root(data)).encode(), digest_size=5).hexdigest()
-        return root / f"local-{key}"
-    return root / data["name"]
+    return layout.data_dir(data)
 
 
 def heldout_dir(data: dict = DATA) -> Path:
-    """Where the validation split lives: beside `data/`, never under it, so that a sandbox
-    that may read the training data and the tokenizer cannot read it."""
-    return data_dir(data).parent.parent / "heldout" / data_dir(data).name
+    return layout.heldout_dir(data)
 
 
 def tokenizer_dir(data: dict = DATA) -> Path:
-    return data_dir(data) / f"tokenizer-{data['vocab_size']}"
-
-
-def _local_root(data: dict) -> Path:
-    if not data.get("path"):
-        raise ValueError("data=local needs data.path=DIR (a directory of .txt/.jsonl/.parquet)")
-    return Path(os.path.expanduser(data["path"])).resolve()
+    return layout.tokenizer_dir(data)
 
 
 def split_files(split: str, data: dict = DATA) -> list[Path]:
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    d = data_dir(data) if split == "train" else heldout_dir(data)
-    if data["name"] == "climbmix":
-        if split == "val":
-            files = [d / sources.shard_name(sources.CLIMBMIX_VAL_SHARD)]
-        else:
-            files = [d / sources.shard_name(i) for i in _climbmix_train(data)]
-    else:
-        files = sorted(d.glob(f"{split}_*.parquet"))
-    missing = [f for f in files if not f.exists()]
-    if not files or missing:
-        raise FileNotFoundError(
-            f"{split} data for data={data['name']} is missing under {d}: "
-            f"run `autoresearch prepare data={data['name']}` first"
-        )
-    return files
+    return layout.split_files(split, data)
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -204,10 +176,6 @@ class Tokenizer:
 
     def decode(self, ids) -> str:
         return self.enc.decode(list(ids))
-
-
-def _climbmix_train(data: dict) -> list[int]:
-    return [i for i in sources.climbmix_indices(data["num_shards"]) if i != sources.CLIMBMIX_VAL_SHARD]
 
 
 def get_token_bytes(device="cpu") -> torch.Tensor:
@@ -379,179 +347,17 @@ def evaluate_bpb(model, tokenizer, batch_size: int) -> float:
 
 
 # --------------------------------------------------------------------------- preparation
+# (trainer/build.py; here with the run's data config as the default)
 
-READY_FILE = "READY.json"  # the stats and the manifest of the cache's files; written last
-_UNWRITABLE = "make it writable or set data.cache_dir / AUTORESEARCH_CACHE elsewhere"
-_REFETCH = "check the network and data.base_url, then run `autoresearch prepare` again"
-
-
-class CacheError(RuntimeError):
-    """The data cache cannot be built or repaired (unwritable, a failed download): one line
-    naming it and the way out, rather than a traceback or the next experiment's crash."""
-
-
-def cache_files(data: dict = DATA, recorded: dict | None = None) -> list[Path]:
-    """The files a prepared cache for `data` holds: training and validation parquet files,
-    then the tokenizer's. Climbmix's are its configured shards; the other presets' are
-    those on disk or `recorded` (a deleted one is missed), else each split's first."""
-    d, held = data_dir(data), heldout_dir(data)
-    if data["name"] == "climbmix":
-        splits = [d / sources.shard_name(i) for i in _climbmix_train(data)]
-        splits.append(held / sources.shard_name(sources.CLIMBMIX_VAL_SHARD))
-    else:
-        splits = []
-        for folder, split in ((d, "train"), (held, "val")):
-            known = (d.parent.parent / rel for rel in recorded or {})
-            found = {*folder.glob(f"{split}_*.parquet"),
-                     *(p for p in known if p.parent == folder and p.match(f"{split}_*.parquet"))}
-            splits += sorted(found) or [folder / f"{split}_00000.parquet"]
-    tok = tokenizer_dir(data)
-    return splits + [tok / bpe.ENCODING_FILE, tok / bpe.TOKEN_BYTES_FILE]
-
-
-def _cache(data: dict) -> manifest.Cache:
-    d = data_dir(data)
-    return manifest.Cache(data["name"], d.parent.parent, d / READY_FILE, lambda rec: cache_files(data, rec))
+def prepare(data: dict = DATA, log=print) -> dict:
+    """Build the data set and tokenizer for `data`, or check a built cache in full and
+    rebuild what is damaged; return the stats. CacheError when that cannot be done."""
+    return build.prepare(data, log)
 
 
 def verify(data: dict = DATA, full: bool = False) -> list[str]:
-    """What is wrong with the prepared cache for `data`: one line per file, naming it ([]:
-    nothing). full=False checks existence and sizes, and checksums only where an mtime
-    moved: cheap enough before every experiment, even for climbmix's GB. full=True checks
-    every checksum (and, in a cache without a manifest, that each file opens)."""
-    return _cache(data).verify(full)
+    return build.verify(data, full)
 
 
 def cache_notice(data: dict = DATA) -> str | None:
-    """Why the cache for `data` needs `prepare` before use, in one line; None: it does not."""
-    return _cache(data).notice()
-
-
-def prepare(data: dict = DATA, log=print) -> dict:
-    """Build the data set and tokenizer for `data`, or check a built one in full (every
-    checksum) and rebuild what is damaged, one log line per damaged file; record the
-    cache's files in READY.json; return the stats. CacheError when that cannot be done."""
-    d, held, cache = data_dir(data), heldout_dir(data), _cache(data)
-    t0 = time.time()
-    try:
-        for folder in (d, held):
-            folder.mkdir(parents=True, exist_ok=True)
-        _move_legacy_validation(data, d, held, log)
-    except OSError as e:
-        raise CacheError(cache.cannot({}, e, _UNWRITABLE)) from None
-    ready = manifest.read(cache.ready)
-    found = cache.problems(ready, full=True)
-    damaged = cache.damage(ready, found)
-    for path, what in damaged.items():
-        log(f"data: {path}: {what}; rebuilding")
-    _build(data, cache, found, damaged, ready is None, log)
-    stats = _stats(data, d)
-    try:
-        cache.record(ready, stats, damaged, log)
-    except OSError as e:
-        raise CacheError(cache.cannot(damaged, e, _UNWRITABLE)) from None
-    log(f"prepare: done in {time.time() - t0:.1f} s ({stats['val_bytes'] / 1e6:.2f} MB validation"
-        f"{' sampled' if stats['val_sampled'] else ''}, {stats['val_bytes_per_token']:.3f} bytes/token)")
-    return stats
-
-
-def _build(data: dict, cache: manifest.Cache, found: dict, damaged: dict, fresh: bool, log) -> None:
-    """Build what is missing or damaged: builtin and local write every split file again
-    (deterministically), climbmix deletes the damaged shards and fetches what is not there.
-    Writing is tried first, so that an unwritable cache fails at once, not after a download."""
-    d, held, tok = data_dir(data), heldout_dir(data), tokenizer_dir(data)
-    bad = [p for p in found if p.suffix == ".parquet"]
-    try:
-        if found or fresh:
-            manifest.try_writing([d, held, *([tok] if tok.is_dir() else [])])
-        if not (fresh or bad):
-            log(f"data: cached at {d} (validation: {held})")
-        elif data["name"] == "climbmix":
-            for path in bad:
-                path.unlink(missing_ok=True)
-            base = data.get("base_url") or sources.CLIMBMIX_BASE_URL
-            sources.download_shards(d, _climbmix_train(data), base, workers=data["workers"])
-            sources.download_shards(held, [sources.CLIMBMIX_VAL_SHARD], base, workers=1)
-        else:
-            _write_splits(data, d, held, log)
-        _build_tokenizer(data, found, log)
-    except OSError as e:
-        if isinstance(e, FileNotFoundError) or not Path(str(e.filename or cache.root)).is_relative_to(cache.root):
-            raise  # the local source's (`data.path`), whose own message names the file
-        raise CacheError(cache.cannot(damaged, e, _UNWRITABLE)) from None
-    except sources.DownloadError as e:
-        raise CacheError(cache.cannot(damaged, e, _REFETCH)) from None
-
-
-def _build_tokenizer(data: dict, found: dict[Path, str], log) -> None:
-    """Train the tokenizer when its merges are missing or damaged (training is deterministic:
-    the same text gives the same bytes); when only its byte lengths are, write them again."""
-    tok = tokenizer_dir(data)
-    merges, lengths = tok / bpe.ENCODING_FILE, tok / bpe.TOKEN_BYTES_FILE
-    if merges in found:
-        log(f"tokenizer: training BPE, vocab {data['vocab_size']} ...")
-        t1 = time.time()
-        texts = (t for f in split_files("train", data) for t in sources.read_parquet_texts(f))
-        enc = bpe.train(bpe.capped(texts, data["tokenizer_chars"]), data["vocab_size"], name=data_dir(data).name)
-        bpe.save(enc, tok)
-        log(f"tokenizer: trained in {time.time() - t1:.1f} s -> {tok}")
-    elif lengths in found:
-        bpe.save(bpe.load(tok), tok)
-        log(f"tokenizer: {lengths.name} written again from {merges}")
-    else:
-        log(f"tokenizer: cached at {tok}")
-
-
-def _move_legacy_validation(data: dict, d: Path, held: Path, log) -> None:
-    """Caches from before the validation split had its own directory kept it in `data/`."""
-    if data["name"] == "climbmix":
-        old = [d / sources.shard_name(sources.CLIMBMIX_VAL_SHARD)]
-    else:
-        old = sorted(d.glob("val_*.parquet"))
-    for path in (p for p in old if p.exists()):
-        os.replace(path, held / path.name)
-        log(f"data: moved {path.name} to {held} (the validation split lives apart from the training data)")
-
-
-def _write_splits(data: dict, d: Path, held: Path, log) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if data["name"] == "builtin":
-        docs = ((doc_id, text, is_val) for doc_id, text, is_val in sources.builtin_documents())
-    elif data["name"] == "local":
-        root = _local_root(data)
-        docs = ((i, t, sources.is_validation(i, data["val_fraction"])) for i, t in sources.local_documents(root))
-    else:
-        raise ValueError(f"unknown data preset {data['name']!r}")
-    shards = {"train": [[]], "val": [[]]}
-    for n, (_, text, is_val) in enumerate(docs, 1):
-        cur = shards["val" if is_val else "train"]
-        if len(cur[-1]) >= 50_000:
-            cur.append([])
-        cur[-1].append(text)
-        if n % 50_000 == 0:
-            log(f"data: {n} documents read ...")
-    for split, parts in shards.items():
-        if not parts[0]:
-            raise ValueError(f"data={data['name']}: the {split} split is empty")
-        for k, texts in enumerate(parts):
-            with atomic.replacing((d if split == "train" else held) / f"{split}_{k:05d}.parquet") as tmp:
-                pq.write_table(pa.table({"text": texts}), tmp)
-    log(f"data: {sum(map(len, shards['train']))} train documents -> {d}, "
-        f"{sum(map(len, shards['val']))} validation documents -> {held}")
-
-
-def _stats(data: dict, d: Path) -> dict:
-    enc = bpe.load(tokenizer_dir(data))
-    val_bytes = val_tokens = 0
-    sampled = False
-    for text in (t for f in split_files("val", data) for t in sources.read_parquet_texts(f)):
-        val_bytes += len(text.encode("utf-8"))
-        val_tokens += len(enc.encode_ordinary(text))
-        if val_tokens > 4 * data["eval_tokens"]:  # enough for the ratio (climbmix's shard is large)
-            sampled = True
-            break
-    return {"data": data["name"], "dir": str(d), "vocab_size": enc.n_vocab, "val_bytes": val_bytes,
-            "val_tokens": val_tokens, "val_sampled": sampled, "val_bytes_per_token": val_bytes / max(1, val_tokens)}
-
+    return build.cache_notice(data)
