@@ -297,6 +297,22 @@ def campaign_killed_and_resumed(e: Env):
 
 
 @case
+def campaign_worktree_deleted(e: Env):
+    at = e.tag()
+    d = e.root / at[0].split("=")[1] / "cpu"
+    args = [*QUICK, "keep.baseline_runs=1", "agent=external"]
+    first = e.cli("run", *at, *args)
+    if first.returncode != 0:
+        return judge(first, 0)
+    rows = (d / "results.jsonl").read_text()
+    shutil.rmtree(d / "worktree")
+    res = e.cli("run", *at)
+    head = git("rev-parse", "HEAD", cwd=d / "worktree") if (d / "worktree").exists() else ""
+    kept = json.loads(rows.splitlines()[0])["full_commit"]
+    return judge(res, 0, lost="" if (d / "results.jsonl").read_text() == rows and head == kept else "the campaign")
+
+
+@case
 def campaign_state_corrupted(e: Env):
     at = e.tag()
     d = e.root / at[0].split("=")[1] / "cpu"
