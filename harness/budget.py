@@ -106,6 +106,13 @@ def _need(own: dict | None, what: str) -> None:
         raise BudgetError(f"{what} needs this device's calibration")
 
 
+def check_reference(cfg: dict) -> None:
+    """Raise BudgetError now for a reference that names nothing, before a calibration of
+    this device spends half a minute on a budget that cannot be resolved."""
+    if cfg["budget"]["mode"] != "wall" and cfg["budget"]["reference"] != "self":
+        reference_throughput(cfg, None)
+
+
 def needs_calibration(cfg: dict) -> bool:
     """Every mode but wall derives its length from calibration; every mode takes its
     start-up allowance and the causality probe's tolerance from it, unless both are set."""

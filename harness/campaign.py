@@ -221,6 +221,7 @@ class Campaign:
         if not iso.sandboxed:
             print("campaign: WARNING: the agent's code runs without a sandbox (isolation: none): this "
                   "campaign's results are not tamper-proof", flush=True)
+        budget_mod.check_reference(self.cfg)
         self.calibration = calibration.calibrate(self.cfg) if budget_mod.needs_calibration(self.cfg) else None
         now = experiment.resolve_budget(self.cfg, self.calibration)[0]
         saved = fixed.budget_of(self.state)

@@ -67,6 +67,7 @@ def _write_workdir(d: Path, train_src: str, settings: dict, alias: bool = True) 
 def resolve_budget(cfg: dict, own_calibration: dict | None = None) -> tuple[budget_mod.Budget, dict | None]:
     """The run's budget and this device's calibration (for the start-up allowance and the
     probe's tolerance); calibrates first when needed and none is cached (and says so)."""
+    budget_mod.check_reference(cfg)
     if own_calibration is None and budget_mod.needs_calibration(cfg):
         from harness import calibration
 

@@ -151,7 +151,8 @@ def in_process(capsys, monkeypatch, *args):
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         cli.main(list(args))
-    return subprocess.CompletedProcess(args, e.value.code, "", capsys.readouterr().err)
+    cap = capsys.readouterr()
+    return subprocess.CompletedProcess(args, e.value.code, cap.out, cap.err)
 
 
 def test_commands_that_cannot_work_fail_before_making_anything(tmp_path, capsys, monkeypatch):
@@ -175,6 +176,9 @@ def test_bad_values_and_unknown_keys_stop_at_once(capsys, monkeypatch):
     res = in_process(capsys, monkeypatch, "experiment", "backend=cpu", "budget.mode=wall", "budget.seconds=0")
     one_line_error(res, 2, "budget.seconds=0")
     one_line_error(in_process(capsys, monkeypatch, "experiment", "backend=cpu", "+foo=1"), 1, "unknown config key 'foo'")
+    res = in_process(capsys, monkeypatch, "experiment", "backend=cpu", "budget.reference=nosuchdevice")
+    one_line_error(res, 2, "budget.reference='nosuchdevice'")
+    assert "calibrate" not in res.stdout  # said before half a minute of calibration, not after
     res = in_process(capsys, monkeypatch, "ledger", "backend=cpu", "backend.threads=4096", "campaign.root=/nonexistent")
     assert "backend.threads=4096 is more than the" in res.stderr and "no campaign at" in res.stderr
 
