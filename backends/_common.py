@@ -22,7 +22,7 @@ import torch
 
 CPUINFO_PATH = "/proc/cpuinfo"
 # x86 flags that mean bf16 matmuls run at full speed. Without them (AVX2-only
-# CPUs) torch emulates bf16 and a matmul is ~100x slower than fp32 (FACTS.md).
+# CPUs) torch emulates bf16 and a matmul is ~100x slower than fp32 (docs/architecture.md, "Platform facts").
 FAST_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 _DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
@@ -119,7 +119,7 @@ def triton_driver_active() -> bool:
     """Triton imports AND has an active GPU driver.
 
     With no GPU, `import triton` works but `triton.runtime.driver.active` raises
-    "0 active drivers" (FACTS.md), so importing alone proves nothing.
+    "0 active drivers" (docs/architecture.md, "Platform facts"), so importing alone proves nothing.
     """
     def probe() -> bool:
         from triton.runtime import driver

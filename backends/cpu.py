@@ -1,7 +1,7 @@
 """CPU backend: always available; the CI and smoke-run default.
 
 Compute dtype is fp32 unless the CPU has native bf16 (AVX512-BF16 or AMX): on
-AVX2-only CPUs torch emulates bf16 and a matmul is ~100x slower (FACTS.md).
+AVX2-only CPUs torch emulates bf16 and a matmul is ~100x slower (docs/architecture.md, "Platform facts").
 AUTORESEARCH_CPU_DTYPE=fp32|bf16 overrides the choice.
 
 Memory is the process's resident set (RSS), not tensor bytes: a CPU has no

@@ -114,7 +114,7 @@ def pin_memory() -> bool:
 
 
 def _driver_version() -> str | None:
-    """NVIDIA driver version from NVML (None where NVML is missing: FACTS.md)."""
+    """NVIDIA driver version from NVML (None where NVML is missing: docs/architecture.md, "Platform facts")."""
     def probe() -> str:
         import pynvml
         pynvml.nvmlInit()

@@ -1,4 +1,4 @@
-"""Budget modes (DESIGN §4): what an experiment's budget means on this device.
+"""Budget modes (docs/architecture.md, "Budget and calibration"): what an experiment's budget means on this device.
 
 - wall: budget.seconds of training, as upstream.
 - normalized (default): budget.reference_seconds on a reference device; here

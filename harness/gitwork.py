@@ -1,5 +1,5 @@
 """Git plumbing for campaigns: a branch and a work tree per campaign, never the project's
-own checkout (DESIGN §5). The branch `autoresearch/<tag>/<backend>` holds the kept
+own checkout (docs/architecture.md, "One campaign"). The branch `autoresearch/<tag>/<backend>` holds the kept
 commits; a candidate is committed on it and reset away when it is not kept.
 """
 from __future__ import annotations

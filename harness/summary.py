@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-# The fixed order (DESIGN §3); the harness appends its own keys after these.
+# The fixed order (the README's summary block); the harness appends its own keys after these.
 KEYS = (
     "val_bpb", "training_seconds", "total_seconds", "peak_memory_mb", "mfu_percent",
     "total_tokens_M", "num_steps", "num_params_M", "backend", "device",

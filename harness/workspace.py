@@ -1,6 +1,6 @@
 """Scope-confined file access: the only way an agent touches the campaign's work tree.
 
-The scope (DESIGN §5, `scope=train|kernels|all`) is a list of relative paths or glob patterns
+The scope (`scope=train|kernels|all`) is a list of relative paths or glob patterns
 that may be edited, e.g. ["train.py"] or ["kernels/*.py"], plus immutable files that may be
 read but never written. Every path an agent hands us is checked here, before any I/O:
 absolute paths, `..` traversal, symlinks that resolve outside the root, paths outside the

@@ -1,4 +1,4 @@
-"""Kernels on the val_bpb critical path, behind one dispatch (DESIGN §6).
+"""Kernels on the val_bpb critical path, behind one dispatch (docs/architecture.md, "Where to add").
 
 Each kernel has a pure-torch reference, which is also the runtime fallback. Triton
 implementations plug into `registry.py`; until one is registered for a kernel, every

@@ -7,7 +7,7 @@ from kernels import reference
 ENV_MODE = "AUTORESEARCH_KERNELS"
 MODES = ("auto", "reference", "triton")
 
-# name -> Triton implementation; filled by kernel modules once they exist (DESIGN §6).
+# name -> Triton implementation; filled by kernel modules once they exist.
 TRITON: dict[str, Callable] = {}
 
 

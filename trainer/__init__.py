@@ -1,1 +1,2 @@
-"""The experiment contract (DESIGN §3): immutable prepare/evaluate, the agent's train.py."""
+"""The experiment contract (the README's "The experiment contract"): immutable prepare/evaluate,
+the agent's train.py."""

@@ -1,4 +1,4 @@
-"""Agents: what proposes the next experiment (DESIGN §5, `agent=`).
+"""Agents: what proposes the next experiment (`agent=`; docs/architecture.md, "One campaign").
 
 One small interface (`base.Agent.propose(ctx) -> Proposal | None`) and the agents behind it:
 `random` (seeded hyperparameter mutation, no LLM), `scripted` (replays a list of edits) and

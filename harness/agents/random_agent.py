@@ -1,6 +1,6 @@
 """The random agent: seeded mutation of train.py's UPPER_CASE literal hyperparameters.
 
-No LLM: the control every LLM campaign should beat, and the offline default (DESIGN §5).
+No LLM: the control every LLM campaign should beat, and the offline default (docs/architecture.md, "One campaign").
 Each proposal picks `mutations_per_step` knobs among the top-level `NAME = <literal>`
 assignments (int, float, bool, str, tuple of numbers) and changes only the literal's text on
 its line, so the comment that says why stays put:
