@@ -33,10 +33,11 @@ import anthropic
 
 from harness.agents.base import Agent, Context, CostCapReached, Proposal, StopCampaign
 from harness.agents.prices import cost_usd, price_for
+from harness.config import AgentConf
 from harness.workspace import EditError, ScopeError
 
 log = logging.getLogger(__name__)
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = AgentConf.model  # one source: the schema's default (`agent.model`)
 EPHEMERAL = {"type": "ephemeral"}
 NUDGE = ("Use the tools to make your change, then call run_experiment with a one-line "
          "description. Do not answer in prose only.")
