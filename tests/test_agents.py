@@ -290,7 +290,10 @@ def test_claude_construction(monkeypatch):
         make_agent({"name": "claude"}, 0)
     monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
     agent = make_agent({"name": "claude"}, 0)
-    assert agent.model == "claude-sonnet-4-5" and agent.max_turns == 30
+    from harness.config import compose_dict
+
+    # one default model: what the config gives agent=claude is what the agent uses alone
+    assert agent.model == compose_dict("run", ["agent=claude"])["agent"]["model"] and agent.max_turns == 30
     assert SECRET not in repr(agent) and SECRET not in str(vars(agent).keys())
     with pytest.raises(ValueError, match="no price"):
         make_agent({"name": "claude", "model": "claude-unknown-9"}, 0)
