@@ -1,4 +1,5 @@
-"""Budget modes (docs/architecture.md, "Budget and calibration"): what an experiment's budget means on this device.
+"""Budget modes: what an experiment's budget means on this device (docs/architecture.md,
+"Budget and calibration").
 
 - wall: budget.seconds of training, as upstream.
 - normalized (default): budget.reference_seconds on a reference device; here

@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import backends
-from harness import budget as budget_mod
 from harness import experiment, fixed, gitwork
 from harness.agents import Context, Proposal, StopCampaign, make_agent
 from harness.display import Display
@@ -212,8 +211,6 @@ class Campaign:
     # ------------------------------------------------------------------ the loop
     def prepare_budget(self) -> None:
         """Calibrate once per invocation (cached across them) and fix the budget's length."""
-        from harness import calibration
-
         from harness import isolation
 
         experiment.ensure_prepared(self.cfg["data"])
@@ -221,9 +218,7 @@ class Campaign:
         if not iso.sandboxed:
             print("campaign: WARNING: the agent's code runs without a sandbox (isolation: none): this "
                   "campaign's results are not tamper-proof", flush=True)
-        budget_mod.check_reference(self.cfg)
-        self.calibration = calibration.calibrate(self.cfg) if budget_mod.needs_calibration(self.cfg) else None
-        now = experiment.resolve_budget(self.cfg, self.calibration)[0]
+        now, self.calibration = experiment.resolve_budget(self.cfg)  # calibrates first when the budget needs it
         saved = fixed.budget_of(self.state)
         if saved is None:  # the campaign's budget from now on
             self.state["budget"] = dataclasses.asdict(now)

@@ -96,8 +96,10 @@ def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None, kernels_d
         raise FileNotFoundError(f"train_file={train_path}: no such file")
     train_src = train_path.read_text()
     ensure_prepared(cfg["data"])
-    resolved, cal = resolve_budget(cfg, own_calibration)
-    budget = budget or resolved
+    if budget is None:
+        budget, cal = resolve_budget(cfg, own_calibration)
+    else:  # fixed beforehand (a campaign's): the calibration is still what the limits come from
+        cal = own_calibration
     say = (lambda msg: print(msg, flush=True)) if announce else (lambda msg: None)
     iso = isolation.choose(cfg, bk, log=lambda m: print(m, flush=True))
     lim = limits.resolve(cfg, cal, budget, _dtype_name(bk))
