@@ -186,6 +186,10 @@ attempt("hard-link the validation split", lambda: os.link(tp.heldout_dir() / "va
 PROCESSES = '''
 import signal, socket, subprocess
 attempt("signal the harness", lambda: os.kill(os.getppid(), 0))
+# SIGTERM and SIGHUP stop the harness in an orderly way (the run ends `interrupted`, a
+# campaign stops): from train.py they must not even arrive
+attempt("SIGTERM the harness", lambda: os.kill(os.getppid(), signal.SIGTERM))
+attempt("SIGHUP the harness's process group", lambda: os.killpg(os.getpgid(os.getppid()), signal.SIGHUP))
 attempt("TCP to the test's server", lambda: socket.create_connection(("127.0.0.1", PORT), timeout=2))
 attempt("SysV shared memory", lambda: __import__("ctypes").CDLL(None, use_errno=True).shmget(0, 4096, 0o1666) >= 0
         or (_ for _ in ()).throw(PermissionError("shmget")))

@@ -144,7 +144,8 @@ def test_class5_every_process_dies_at_the_handover_and_none_reaches_out(honest, 
     server.close()
     log = (tmp_path / "run" / "train.log").read_text()
     got = attempts(tmp_path / "run")
-    assert got == {"signal the harness": "DENIED", "TCP to the test's server": "DENIED",
+    assert got == {"signal the harness": "DENIED", "SIGTERM the harness": "DENIED",
+                   "SIGHUP the harness's process group": "DENIED", "TCP to the test's server": "DENIED",
                    "SysV shared memory": "DENIED"}, got
     pid = int(log.split("DAEMON ")[1].split()[0])
     with pytest.raises(ProcessLookupError):
