@@ -19,6 +19,8 @@ import importlib
 import os
 from types import ModuleType
 
+from . import attention as _attention  # the module; `attention` below is the function
+
 NAMES = ("cuda", "rocm", "mps", "cpu")  # "auto" takes the first available, in this order
 ENV_BACKEND = "AUTORESEARCH_BACKEND"
 ENV_THREADS = "AUTORESEARCH_THREADS"
@@ -102,6 +104,9 @@ def _reset() -> None:
     _active = None
 
 
-from .attention import attention  # noqa: E402  (re-export; it imports current lazily)
+def attention(q, k, v, window: int | None = None):
+    """Causal self-attention over (B, H, T, D) tensors on the active backend, with an
+    optional sliding window (backends/attention.py); returns (B, H, T, D)."""
+    return _attention.attention(q, k, v, window, active=current)
 
 __all__ = ["NAMES", "ENV_BACKEND", "ENV_THREADS", "get", "activate", "current", "attention"]

@@ -32,15 +32,18 @@ def sliding_window_mask(T: int, window: int, device: torch.device) -> torch.Tens
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              window: int | None = None) -> torch.Tensor:
-    """Causal self-attention over (B, H, T, D) tensors; returns (B, H, T, D)."""
+              window: int | None = None, active=None) -> torch.Tensor:
+    """Causal self-attention over (B, H, T, D) tensors; returns (B, H, T, D).
+    `active`: returns the active backend (`backends.current`), asked only for CUDA
+    tensors in bf16/fp16, where FA3 may run; callers use `backends.attention`, which
+    passes it."""
     if q.dim() != 4 or k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
         raise ValueError(f"expected q, k, v as (B, H, T, D) with equal B, H, T; "
                          f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if window is not None and window < 1:
         raise ValueError(f"window must be >= 1 or None, got {window}")
     T = q.size(-2)
-    if _use_fa3(q):
+    if active is not None and _use_fa3(q, active):
         return _fa3(q, k, v, window)
     if window is None or window >= T:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -48,7 +51,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-def _use_fa3(q: torch.Tensor) -> bool:
+def _use_fa3(q: torch.Tensor, active) -> bool:
     """FA3 only for CUDA tensors in bf16/fp16 on a backend that offers it.
 
     CPU/MPS tensors never ask the backend, so attention() has no side effects
@@ -56,8 +59,7 @@ def _use_fa3(q: torch.Tensor) -> bool:
     """
     if not q.is_cuda or q.dtype not in _LOW_PRECISION:
         return False
-    from . import current  # late: backends/__init__ imports this module
-    backend = current()
+    backend = active()
     if backend.NAME not in _impl_by_backend:
         _impl_by_backend[backend.NAME] = backend.attention_impl()
     return _impl_by_backend[backend.NAME] == "fa3"

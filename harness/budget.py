@@ -21,6 +21,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from harness import calibration_store
+from harness.checks import calibration_problem
 from harness.config import CONF_DIR
 
 TABLE = CONF_DIR / "reference_devices.yaml"
@@ -73,27 +75,22 @@ def reference_throughput(cfg: dict, own: dict | None) -> tuple[float, str]:
 
 
 def _find_calibration(ref: str, cfg: dict) -> dict:
-    from harness import calibration
-
     path = Path(ref).expanduser()
     if path.suffix == ".json" or path.exists():
         return _checked_calibration(ref, path)
     if re.fullmatch(r"[0-9a-f]{6,12}", ref):
-        hits = sorted(calibration.directory(cfg).glob(f"*-{ref}*.json"))
+        hits = calibration_store.by_id(cfg, ref)
         if hits:
             return _checked_calibration(ref, hits[-1])
     names = ", ".join(load_table()["devices"])
     raise BudgetError(f"budget.reference={ref!r} is neither 'default', 'self', a row of conf/reference_devices.yaml "
-                      f"({names}), a calibration id under {calibration.directory(cfg)}, nor a calibration JSON path")
+                      f"({names}), a calibration id under {calibration_store.directory(cfg)}, nor a calibration JSON path")
 
 
 def _checked_calibration(ref: str, path: Path) -> dict:
     """The calibration JSON at `path`, whose fields the budget reads: one clear line when
     it is unreadable or a field has the wrong type, not a TypeError later."""
-    from harness import calibration
-    from harness.checks import calibration_problem
-
-    cal = calibration.load(path)
+    cal = calibration_store.load(path)
     if cal is None:
         raise BudgetError(f"budget.reference={ref}: no readable calibration JSON at {path}")
     problem = calibration_problem(cal)

@@ -20,11 +20,9 @@ fails the bar.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -33,18 +31,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import backends
-from harness import proc
+from harness import calibration_store, proc, throughput, workdir
 from harness.checks import calibration_problem
-from harness.workload import BASELINE, workload_version
-from trainer import atomic
+from harness.workload import workload_version
 
 
 class CalibrationError(RuntimeError):
     pass
-
-
-def directory(cfg: dict) -> Path:
-    return Path(os.path.expanduser(cfg["data"]["cache_dir"])) / "calibration"
 
 
 FORMAT = 4  # 3: throughput and start-up from the baseline trained as an experiment trains it; 4: as long as one
@@ -61,7 +54,7 @@ def calibration_id(ident: dict) -> str:
 
 
 def default_path(cfg: dict, bk, cid: str) -> Path:
-    return directory(cfg) / f"{bk.NAME}-{cfg['model']['name']}-{cid}.json"
+    return calibration_store.directory(cfg) / f"{bk.NAME}-{cfg['model']['name']}-{cid}.json"
 
 
 def validity(cal: dict | None, ccfg: dict, path: Path | None = None) -> str:
@@ -83,13 +76,6 @@ def validity(cal: dict | None, ccfg: dict, path: Path | None = None) -> str:
     return ""
 
 
-def load(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def calibrate(cfg: dict, log=print) -> dict:
     """This device's calibration for cfg's preset: cached when valid, else measured."""
     bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
@@ -97,11 +83,13 @@ def calibrate(cfg: dict, log=print) -> dict:
     ident = identity(cfg, bk)
     cid = calibration_id(ident)
     path = default_path(cfg, bk, cid)
-    cached = load(path)
+    cached = calibration_store.load(path)
     why = validity(cached, ccfg, path)
     if not why and not ccfg["force"]:
         log(f"calibrate: cached ({_age(cached)} old, CV {100 * cached['cv']:.1f}%): {path}")
-        return _also_save(cached, ccfg)
+        if ccfg.get("out"):
+            calibration_store.save(Path(ccfg["out"]).expanduser(), cached)
+        return cached
     log(f"calibrate: {why if why else 'forced'}; measuring {bk.NAME} ({bk.device_name()}), "
         f"model={cfg['model']['name']} ...")
     attempts = max(1, int(ccfg.get("attempts", 3)))
@@ -123,11 +111,8 @@ def calibrate(cfg: dict, log=print) -> dict:
             f"would not mean the same work. Re-run on a quiet machine (stop other heavy processes), accept it "
             f"anyway with calibrate.force=true, or skip calibration: budget.mode=wall with "
             f"budget.allowance_seconds and eval.probe_tolerance set needs none")
-    if ccfg["noise_runs"] > 0:
-        cal["noise"] = noise_floor(cfg, cal, ccfg["noise_runs"], log)
     cal["path"] = str(path)
-    _save(path, cal)
-    return _also_save(cal, ccfg)
+    return keep(cal, ccfg)
 
 
 MAX_AUTO_SECONDS = 120.0
@@ -153,10 +138,7 @@ def quality_problems(cal: dict, ccfg: dict) -> str:
 def _measure(cfg: dict, bk, log) -> dict:
     """The workload's figures (matmul, bandwidth, probe noise, FLOPs rule), then the
     throughput and start-up of the frozen baseline trained as an experiment trains it."""
-    from harness import throughput
-    from harness.experiment import ensure_prepared
-
-    ensure_prepared(cfg["data"])
+    workdir.ensure_prepared(cfg["data"], log, who="calibrate")
     ccfg = cfg["calibrate"]
     with tempfile.TemporaryDirectory(prefix="autoresearch-calibrate-") as tmp:
         tmp = Path(tmp)
@@ -266,36 +248,11 @@ class LoadMonitor:
             return []
 
 
-def noise_floor(cfg: dict, cal: dict, runs: int, log) -> dict:
-    """Spread of the frozen baseline's val_bpb over `runs` experiments, normalized budget."""
-    from harness import experiment
-
-    c = copy.deepcopy(cfg)
-    c.update(train_file=str(BASELINE), quiet=True)
-    c["budget"]["mode"] = "normalized"
-    root = directory(cfg) / "noise" / cal["id"]
-    values = []
-    for i in range(runs):
-        log(f"calibrate: noise run {i + 1}/{runs} ...")
-        out = experiment.run(c, root / f"run{i}", own_calibration=cal)
-        if out["status"] == "interrupted":
-            raise KeyboardInterrupt
-        if out["status"] != "ok":
-            raise CalibrationError(f"noise run {i + 1} failed ({out['status']}): {out.get('reason', '')}")
-        values.append(out["val_bpb"])
-        log(f"calibrate: noise run {i + 1}/{runs}: val_bpb {out['val_bpb']:.6f}")
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"runs": runs, "val_bpb": values, "mean": statistics.mean(values), "std": std}
-
-
-def _save(path: Path, cal: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(path, cal)
-
-
-def _also_save(cal: dict, ccfg: dict) -> dict:
+def keep(cal: dict, ccfg: dict) -> dict:
+    """Save `cal` in the cache (cal["path"]) and, with calibrate.out, there too."""
+    calibration_store.save(Path(cal["path"]), cal)
     if ccfg.get("out"):
-        _save(Path(ccfg["out"]).expanduser(), cal)
+        calibration_store.save(Path(ccfg["out"]).expanduser(), cal)
     return cal
 
 

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import backends
-from harness import experiment, fixed, gitwork
+from harness import budgeting, experiment, fixed, gitwork, workdir
 from harness.agents import Context, Proposal, StopCampaign, make_agent
 from harness.display import Display
 from harness.guard import ROOT
@@ -213,12 +213,12 @@ class Campaign:
         """Calibrate once per invocation (cached across them) and fix the budget's length."""
         from harness import isolation
 
-        experiment.ensure_prepared(self.cfg["data"])
+        workdir.ensure_prepared(self.cfg["data"])
         iso = isolation.choose(self.cfg, self.bk, log=lambda m: print(m, flush=True))
         if not iso.sandboxed:
             print("campaign: WARNING: the agent's code runs without a sandbox (isolation: none): this "
                   "campaign's results are not tamper-proof", flush=True)
-        now, self.calibration = experiment.resolve_budget(self.cfg)  # calibrates first when the budget needs it
+        now, self.calibration = budgeting.decide(self.cfg)  # calibrates first when the budget needs it
         saved = fixed.budget_of(self.state)
         if saved is None:  # the campaign's budget from now on
             self.state["budget"] = dataclasses.asdict(now)
@@ -352,8 +352,8 @@ class Campaign:
         kernels_dir = self.tree / "kernels" if self.cfg["scope"] in ("kernels", "all") else None
         display.start(seq, pending["description"], attempt, self)
         try:
-            return experiment.run(cfg, run_dir, own_calibration=self.calibration, kernels_dir=kernels_dir,
-                                  announce=False, budget=self.budget)
+            return experiment.run(cfg, run_dir, self.budget, own_calibration=self.calibration,
+                                  kernels_dir=kernels_dir, announce=False)
         finally:
             display.stop()
 

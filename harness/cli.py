@@ -77,9 +77,9 @@ def _prepare(cfg) -> None:
 
 @_user_errors
 def _calibrate(cfg) -> None:
-    from harness import calibration
+    from harness import budgeting, calibration
 
-    cal = calibration.calibrate(cfg)
+    cal = budgeting.calibrated(cfg)
     print("device benchmark\n" + calibration.table(cal), flush=True)
 
 
@@ -87,10 +87,11 @@ def _calibrate(cfg) -> None:
 def _experiment(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from harness import experiment
+    from harness import budgeting, experiment
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    out = experiment.run(cfg, run_dir)
+    budget, cal = budgeting.decide(cfg)
+    out = experiment.run(cfg, run_dir, budget, own_calibration=cal)
     raise SystemExit(experiment.report(out))
 
 

@@ -3,6 +3,8 @@
     autoresearch experiment backend=cpu model=tiny budget.mode=wall budget.seconds=30
     autoresearch experiment train_file=path/to/train.py
 
+The CLI decides the budget first (harness/budgeting.py: calibrates when needed) and
+hands it to `run`; a campaign hands it the budget fixed when it started.
 1. The run directory gets `train/` (train.py's scratch: a copy of train.py, a
    `prepare.py` alias of the immutable module and run_config.json) and `handover/`
    (a second copy of train.py and the config, which the model runners read).
@@ -18,9 +20,7 @@ field in it is the harness's own; train.py's own `---` block is kept under `trai
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import backends
 from harness import budget as budget_mod
-from harness import isolation, limits, proc, score, stops, summary, training
+from harness import isolation, limits, proc, score, stops, summary, training, workdir
 from harness import runner as runner_mod
 from harness.feed import Feed
 from harness.guard import ROOT, Guard
@@ -36,43 +36,7 @@ from trainer import atomic
 
 # Exit codes of `autoresearch experiment`, one per status.
 EXIT_CODES = {"ok": 0, "crash": 3, "nan": 4, "timeout": 5, "refused": 6, "interrupted": 130}
-PREPARE_ALIAS = '''"""Run-directory alias of trainer/prepare.py (immutable), so `import prepare` works."""
-import sys
-
-import trainer.prepare
-
-sys.modules[__name__] = trainer.prepare
-'''
 SUMMARY_FILE = "summary.json"
-
-
-def absolute_data(data: dict) -> dict:
-    """The data config with its paths made absolute: a sandboxed child has its own HOME
-    (its scratch directory), where `~/.cache/...` would name nothing."""
-    out = dict(data)
-    for key in ("cache_dir", "path"):
-        if out.get(key):
-            out[key] = str(Path(os.path.expanduser(out[key])).resolve())
-    return out
-
-
-def _write_workdir(d: Path, train_src: str, settings: dict, alias: bool = True) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "train.py").write_text(train_src)
-    if alias:
-        (d / "prepare.py").write_text(PREPARE_ALIAS)
-    (d / "run_config.json").write_text(json.dumps(settings, indent=2))
-
-
-def resolve_budget(cfg: dict, own_calibration: dict | None = None) -> tuple[budget_mod.Budget, dict | None]:
-    """The run's budget and this device's calibration (for the start-up allowance and the
-    probe's tolerance); calibrates first when needed and none is cached (and says so)."""
-    budget_mod.check_reference(cfg)
-    if own_calibration is None and budget_mod.needs_calibration(cfg):
-        from harness import calibration
-
-        own_calibration = calibration.calibrate(cfg, log=lambda m: print(m, flush=True))
-    return budget_mod.resolve(cfg, own_calibration), own_calibration
 
 
 def _kernels_overlay(scratch: Path, kernels_dir: Path) -> Path:
@@ -84,22 +48,21 @@ def _kernels_overlay(scratch: Path, kernels_dir: Path) -> Path:
     return overlay
 
 
-def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None, kernels_dir: Path | None = None,
-        announce: bool = True, budget: budget_mod.Budget | None = None) -> dict:
-    """Run one experiment; return its summary (also written to run_dir/summary.json).
-    `budget`: a budget fixed beforehand (a campaign's), instead of the one cfg resolves to."""
+def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: dict | None = None,
+        kernels_dir: Path | None = None, announce: bool = True) -> dict:
+    """Run one experiment under `budget` (harness/budgeting.py decides it; a campaign's is
+    fixed when it starts); return its summary (also written to run_dir/summary.json).
+    `own_calibration`: this device's, where the start-up allowance and the probe's
+    tolerance come from (None: both must be set in cfg)."""
     t_start = time.monotonic()
-    cfg = {**cfg, "data": absolute_data(cfg["data"])}
+    cfg = {**cfg, "data": workdir.absolute_data(cfg["data"])}
     bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
     train_path = Path(cfg["train_file"]).expanduser() if cfg.get("train_file") else ROOT / "trainer" / "train.py"
     if not train_path.is_file():
         raise FileNotFoundError(f"train_file={train_path}: no such file")
     train_src = train_path.read_text()
-    ensure_prepared(cfg["data"])
-    if budget is None:
-        budget, cal = resolve_budget(cfg, own_calibration)
-    else:  # fixed beforehand (a campaign's): the calibration is still what the limits come from
-        cal = own_calibration
+    workdir.ensure_prepared(cfg["data"])
+    cal = own_calibration
     say = (lambda msg: print(msg, flush=True)) if announce else (lambda msg: None)
     iso = isolation.choose(cfg, bk, log=lambda m: print(m, flush=True))
     lim = limits.resolve(cfg, cal, budget, _dtype_name(bk))
@@ -107,8 +70,8 @@ def run(cfg: dict, run_dir: Path, own_calibration: dict | None = None, kernels_d
     settings = {"data": cfg["data"], "model": cfg["model"], "budget": budget.settings(),
                 "backend": {"name": bk.NAME, "threads": cfg["backend"].get("threads")}}
     scratch, handover = run_dir / "train", run_dir / "handover"
-    _write_workdir(scratch, train_src, settings)
-    _write_workdir(handover, train_src, settings, alias=False)
+    workdir.write(scratch, train_src, settings)
+    workdir.write(handover, train_src, settings, alias=False)
     guard = Guard(extra=[handover / "train.py", handover / "run_config.json",
                          *sorted(p for p in iso.tokenizer_dir.glob("*") if p.is_file())]).take()
     out = {"status": "ok", "reason": "", "budget_mode": budget.mode, "budget_seconds": budget.seconds,
@@ -218,18 +181,6 @@ def _dtype_name(bk) -> str:
     from backends._common import dtype_name
 
     return dtype_name(bk.compute_dtype())
-
-
-def ensure_prepared(data: dict) -> None:
-    """Prepare the data and tokenizer on first use, and repair a damaged cache, by the
-    cheap check (sizes; checksums where an mtime moved), so that a truncated file is
-    rebuilt here rather than crashing train.py."""
-    from trainer import prepare as P
-
-    notice = P.cache_notice(data)
-    if notice:
-        print(f"experiment: {notice}", flush=True)
-        P.prepare(data)
 
 
 def report(out: dict) -> int:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import isolation, limits, proc, training
+from harness import isolation, limits, proc, training, workdir
 from harness.budget import Budget
 from harness.feed import Feed
 from harness.workload import BASELINE
@@ -41,16 +41,14 @@ class ThroughputError(RuntimeError):
 
 def measure(cfg: dict, bk, seconds: float, windows: int, log=print, on_start=None) -> dict:
     """Train the frozen baseline for `seconds` as an experiment would; return its rates."""
-    from harness.experiment import _write_workdir, absolute_data
-
-    data = absolute_data(cfg["data"])
+    data = workdir.absolute_data(cfg["data"])
     iso = isolation.choose(cfg, bk, log=log)
     budget = Budget("wall", float(seconds), reason="calibration: the frozen baseline's throughput")
     settings = {"data": data, "model": cfg["model"], "budget": budget.settings(),
                 "backend": {"name": bk.NAME, "threads": cfg["backend"].get("threads")}}
     with tempfile.TemporaryDirectory(prefix="autoresearch-throughput-") as tmp:
         scratch, handover = Path(tmp) / "train", Path(tmp) / "handover"
-        _write_workdir(scratch, BASELINE.read_text(), settings)
+        workdir.write(scratch, BASELINE.read_text(), settings)
         handover.mkdir()
         feed = Feed(data, budget, warmup_tokens=limits.warmup_tokens(cfg), allowance=STARTUP_LIMIT,
                     grace=max(2.0, 0.1 * seconds), first_rows=int(cfg["model"]["device_batch_size"]), keep_times=True)

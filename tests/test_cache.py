@@ -276,7 +276,7 @@ def test_a_junk_parquet_file_in_local_data_is_named(tmp_path, junk):
 
 
 def test_ensure_prepared_repairs_a_truncated_file(prepared, capsys):
-    from harness.experiment import ensure_prepared
+    from harness.workdir import ensure_prepared
 
     data, files, original = prepared
     size = _truncate(files["train"])

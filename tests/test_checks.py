@@ -7,7 +7,7 @@ import time
 import pytest
 
 from harness import budget as B
-from harness import calibration, checks
+from harness import calibration, calibration_store, checks
 from harness.checks import ConfigError, calibration_problem, check_overrides, validate
 from harness.config import compose_dict
 
@@ -206,14 +206,14 @@ def test_a_cached_calibration_with_wrong_types_is_invalid(tmp_path):
     path = tmp_path / "cpu-tiny-0123456789ab.json"
     ccfg = compose_dict("calibrate", [])["calibrate"]
     path.write_text(json.dumps(GOOD_CAL))
-    assert calibration.validity(calibration.load(path), ccfg, path) == ""
+    assert calibration.validity(calibration_store.load(path), ccfg, path) == ""
     for bad, problem in [({"tokens_per_s": "fast"}, "tokens_per_s is a string, expected a number"),
                          ({"created": None}, "created is null, expected a number")]:
         path.write_text(json.dumps({**GOOD_CAL, **bad}))
-        why = calibration.validity(calibration.load(path), ccfg, path)
+        why = calibration.validity(calibration_store.load(path), ccfg, path)
         assert why == f"the cached calibration at {path} is unreadable ({problem})"
     path.write_text(json.dumps([GOOD_CAL]))
-    assert "not a JSON object" in calibration.validity(calibration.load(path), ccfg, path)
+    assert "not a JSON object" in calibration.validity(calibration_store.load(path), ccfg, path)
 
 
 def test_calibrate_measures_again_over_a_cached_file_of_wrong_types(tmp_path, monkeypatch):

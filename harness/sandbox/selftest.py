@@ -40,7 +40,7 @@ def selftest(policy, *, deny_read=(), deny_write=(), device_code: str | None = N
              env: dict | None = None, timeout: float = 120.0) -> list[str]:
     """Run the probe under wrap(..., policy); [] when every check passes.
     Raises SandboxUnavailable when this machine has no sandbox."""
-    from harness.sandbox import support, wrap
+    from harness.sandbox.policy import support, wrap
 
     sup = support()
     problems = [f"cannot check {p}: it does not exist"
