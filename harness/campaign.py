@@ -23,7 +23,9 @@ from pathlib import Path
 
 import backends
 from harness import budgeting, experiment, fixed, gitwork, workdir
-from harness.agents import Context, Proposal, StopCampaign, make_agent
+from harness.agent_config import agent_keys
+from harness.agents import Context, Proposal, StopCampaign
+from harness.agents.registry import make_agent
 from harness.display import Display
 from harness.guard import ROOT
 from harness.keep import KeepRule
@@ -88,7 +90,9 @@ class Campaign:
         self._remember_agent()
         self.agent = None
         if self.agent_name != "external":  # before anything is made: an agent that cannot work says so at once
-            self.agent = make_agent({**self.cfg["agent"], "name": self.agent_name}, seed=self.cfg["agent"]["seed"])
+            # only the picked agent's own keys: `auto` (or a resumed campaign's agent) may
+            # carry another agent's, which this one must neither see nor trip over
+            self.agent = make_agent(agent_keys(self.cfg["agent"], self.agent_name), seed=self.cfg["agent"]["seed"])
         repo = gitwork.project_repo(ROOT)
         self._make_dir()
         self._lock()

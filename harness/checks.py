@@ -195,6 +195,14 @@ def _campaign_tag(cfg: dict) -> str:
     return ""
 
 
+def _agent_keys(cfg: dict) -> str:
+    """Only the chosen agent's keys: Hydra refuses `agent.max_turns=3` with agent=random,
+    but lets `+agent.max_turns=3` and `agent.name=` through."""
+    from harness.agent_config import key_problem
+
+    return key_problem(cfg["agent"]) if isinstance(cfg["agent"], dict) else ""
+
+
 RULES: list[tuple[tuple[str, ...], Callable[[dict], str]]] = [
     # (the keys a rule reads, the rule): a config lacking one skips the rule
     (("budget.mode", "budget.seconds", "budget.max_seconds", "budget.force"), _wall_budget),
@@ -203,6 +211,7 @@ RULES: list[tuple[tuple[str, ...], Callable[[dict], str]]] = [
     (("model.total_batch_size", "model.device_batch_size", "data.max_seq_len"), _batch),
     (("model.window_pattern",), _window_pattern),
     (("campaign.tag",), _campaign_tag),
+    (("agent.name",), _agent_keys),
 ]
 
 
@@ -241,20 +250,30 @@ def validate(cfg: dict, log=print) -> dict:
 
 def _schema_has(key: str) -> bool:
     """Whether `key` (dotted) names a field of the Config dataclass tree, or lies under a
-    Dict-typed field (agent.choices, agent.bounds, agent.prices), which takes any key."""
+    Dict-typed field (agent.choices, agent.bounds, agent.prices), which takes any key.
+    `agent.*` is a key of any agent's schema here; whether the chosen agent has it is
+    `validate`'s question (the override may itself choose the agent)."""
+    from harness.agent_config import SCHEMAS
     from harness.config import Config
 
-    node: Any = Config
-    for part in key.split("."):
-        if not dataclasses.is_dataclass(node):
-            return typing.get_origin(node) is dict
-        hints = typing.get_type_hints(node)
-        if part not in hints:
+    nodes: list[Any] = [Config]  # the schemas the key may lie in (several under `agent`)
+    for i, part in enumerate(key.split(".")):
+        if not all(dataclasses.is_dataclass(n) for n in nodes):
+            return any(typing.get_origin(n) is dict for n in nodes)
+        found = [typing.get_type_hints(n)[part] for n in nodes if part in typing.get_type_hints(n)]
+        if not found:
             return False
-        node = hints[part]
-        if typing.get_origin(node) is typing.Union:  # Optional[X] -> X
-            node = next(a for a in typing.get_args(node) if a is not type(None))
+        nodes = [_optional_of(n) for n in found]
+        if i == 0 and part == "agent":
+            nodes = list(SCHEMAS.values())
     return True
+
+
+def _optional_of(node: Any) -> Any:
+    """Optional[X] -> X; any other type as it is."""
+    if typing.get_origin(node) is typing.Union:
+        return next(a for a in typing.get_args(node) if a is not type(None))
+    return node
 
 
 def _is_group(name: str) -> bool:

@@ -1,13 +1,18 @@
 """Typed schema of the Hydra config (conf/): the set of keys and their types.
 
 Registered in Hydra's ConfigStore as `schema`, first in every verb's defaults list, so
-an unknown key or a wrong type stops at composition with Hydra's own message.
+an unknown key or a wrong type stops at composition with Hydra's own message. The `agent`
+node is typed by the chosen agent's own schema (harness/agent_config.py), which its
+conf/agent/<name>.yaml brings in: each agent accepts only its own keys.
 """
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, List, Optional
+from typing import Optional
 
 from hydra.core.config_store import ConfigStore
+
+from harness import agent_config
+from harness.agent_config import AgentConf
 
 
 class BudgetMode(str, Enum):
@@ -107,32 +112,6 @@ class Scope(str, Enum):
 
 
 @dataclass
-class AgentConf:
-    name: str = "random"  # random | scripted | claude | external (agent=auto picks claude with a key)
-    seed: int = 0  # random: reproducible campaigns
-    # random
-    mutations_per_step: int = 1
-    log_step: float = 0.5  # numeric knobs move by a factor exp(U[-log_step, log_step])
-    exclude: List[str] = field(default_factory=lambda: ["SEED", "PRINT_EVERY", "WARMUP_STEPS_UNTIMED", "USE_COMPILE"])
-    include: Optional[List[str]] = None
-    choices: Dict[str, Any] = field(default_factory=lambda: {"WINDOW_PATTERN": ["L", "SL", "SSL", "SSSL"]})
-    bounds: Dict[str, Any] = field(default_factory=dict)
-    # scripted
-    edits: List[Any] = field(default_factory=list)
-    script: Optional[str] = None  # a JSON/YAML file of edits
-    # claude
-    model: str = "claude-sonnet-5"
-    max_cost_usd: Optional[float] = 5.0  # hard cap across the campaign; ends it cleanly
-    max_turns: int = 30  # tool turns per proposal
-    max_tokens: int = 4096
-    max_retries: int = 6  # the SDK's retries with backoff (429, 529, 5xx)
-    timeout_s: float = 600.0
-    temperature: Optional[float] = None
-    base_url: Optional[str] = None
-    prices: Dict[str, Any] = field(default_factory=dict)  # USD per MTok; overrides harness/agents/prices.py
-
-
-@dataclass
 class CampaignConf:
     tag: str = "${now:%Y%m%d}"  # the same tag resumes the campaign
     root: str = "${oc.env:AUTORESEARCH_CAMPAIGNS,campaigns}"  # work trees + ledgers (relative: to the project)
@@ -158,6 +137,8 @@ class Config:
     budget: BudgetConf = field(default_factory=BudgetConf)
     eval: EvalConf = field(default_factory=EvalConf)
     calibrate: CalibrateConf = field(default_factory=CalibrateConf)
+    # the common keys here; conf/agent/<name>.yaml narrows the node to that agent's schema
+    # (a subclass of AgentConf, harness/agent_config.py), whose keys alone it then accepts
     agent: AgentConf = field(default_factory=AgentConf)
     campaign: CampaignConf = field(default_factory=CampaignConf)
     keep: KeepConf = field(default_factory=KeepConf)
@@ -169,7 +150,9 @@ class Config:
 
 
 def register() -> None:
-    ConfigStore.instance().store(name="schema", node=Config)
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    agent_config.register(store)
 
 
 CONF_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "conf"

@@ -7,10 +7,11 @@ import logging
 import anthropic
 import pytest
 
-from harness.agents import Context, CostCapReached, Proposal, StopCampaign, make_agent
+from harness.agents import Context, CostCapReached, Proposal, StopCampaign
 from harness.agents.claude import ClaudeAgent
 from harness.agents.prices import price_for
 from harness.agents.random_agent import DEFAULT_EXCLUDE, find_knobs
+from harness.agents.registry import make_agent
 from harness.workspace import EditError, ScopeError, Workspace
 from tests.fake_anthropic import FakeAnthropic, end_turn, error, tool_use, usage
 
@@ -290,10 +291,12 @@ def test_claude_construction(monkeypatch):
         make_agent({"name": "claude"}, 0)
     monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
     agent = make_agent({"name": "claude"}, 0)
+    from harness.agent_config import ClaudeAgentConf
     from harness.config import compose_dict
 
     # one default model: what the config gives agent=claude is what the agent uses alone
-    assert agent.model == compose_dict("run", ["agent=claude"])["agent"]["model"] and agent.max_turns == 30
+    assert agent.model == compose_dict("run", ["agent=claude"])["agent"]["model"] == ClaudeAgentConf.model
+    assert agent.max_turns == 30
     assert SECRET not in repr(agent) and SECRET not in str(vars(agent).keys())
     with pytest.raises(ValueError, match="no price"):
         make_agent({"name": "claude", "model": "claude-unknown-9"}, 0)

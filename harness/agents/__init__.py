@@ -2,10 +2,13 @@
 
 One small interface (`base.Agent.propose(ctx) -> Proposal | None`) and the agents behind it:
 `random` (seeded hyperparameter mutation, no LLM), `scripted` (replays a list of edits) and
-`claude` (the Anthropic Messages API with tools). `make_agent(cfg, seed)` picks one by
-cfg["name"]. The `external` agent is driven through the CLI and lives with the loop.
-"""
-from harness.agents.base import (Agent, Context, CostCapReached, Proposal, StopCampaign,
-                                  make_agent)
+`claude` (the Anthropic Messages API with tools). `registry.make_agent(cfg, seed)` picks one
+by cfg["name"]; each agent's keys are its schema in harness/agent_config.py. The `external`
+agent is driven through the CLI and lives with the loop.
 
-__all__ = ["Agent", "Context", "CostCapReached", "Proposal", "StopCampaign", "make_agent"]
+Only the interface is imported here, not the registry: importing the package (for
+StopCampaign, say) must not load every agent.
+"""
+from harness.agents.base import Agent, Context, CostCapReached, Proposal, StopCampaign
+
+__all__ = ["Agent", "Context", "CostCapReached", "Proposal", "StopCampaign"]

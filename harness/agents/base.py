@@ -87,23 +87,3 @@ def plain(cfg: Any) -> dict:
     from omegaconf import OmegaConf  # only when handed a Hydra config
     return OmegaConf.to_container(cfg, resolve=True)
 
-
-def make_agent(cfg: Any, seed: int = 0, **kwargs) -> Agent:
-    """The agent named by cfg["name"]: "random", "scripted" or "claude".
-
-    Extra keyword arguments go to the agent's constructor (the claude agent takes
-    `http_client` for tests and proxies).
-    """
-    cfg = plain(cfg)
-    name = cfg.get("name")
-    if name == "random":
-        from harness.agents.random_agent import RandomAgent
-        return RandomAgent(cfg, seed, **kwargs)
-    if name == "scripted":
-        from harness.agents.scripted import ScriptedAgent
-        return ScriptedAgent(cfg, seed, **kwargs)
-    if name == "claude":
-        from harness.agents.claude import ClaudeAgent
-        return ClaudeAgent(cfg, seed, **kwargs)
-    raise ValueError(f"unknown agent {name!r}: expected random, scripted or claude "
-                     f"(the external agent is driven through the CLI)")

@@ -19,9 +19,10 @@ run_experiment(description); the loop then commits and runs it.
   - The API key is read from ANTHROPIC_API_KEY only, handed to the SDK and never stored on
     this object or logged.
 
-cfg keys: model, max_turns (30), max_tokens (4096), max_cost_usd (None = no cap), prices,
-max_retries (6), timeout_s (600), base_url (None: the SDK's default or ANTHROPIC_BASE_URL),
-temperature (None), max_file_chars (100000).
+cfg keys (`agent.*`; their defaults are ClaudeAgentConf's, harness/agent_config.py): model,
+max_turns, max_tokens, max_cost_usd (absent = no cap), prices, max_retries, timeout_s,
+base_url (None: the SDK's default or ANTHROPIC_BASE_URL), temperature (None); and, for
+callers that build the agent directly, max_file_chars (100000).
 """
 from __future__ import annotations
 
@@ -29,15 +30,13 @@ import copy
 import logging
 import os
 
-import anthropic
-
+from harness.agent_config import ClaudeAgentConf
 from harness.agents.base import Agent, Context, CostCapReached, Proposal, StopCampaign
 from harness.agents.prices import cost_usd, price_for
-from harness.config import AgentConf
 from harness.workspace import EditError, ScopeError
 
 log = logging.getLogger(__name__)
-DEFAULT_MODEL = AgentConf.model  # one source: the schema's default (`agent.model`)
+DEFAULT_MODEL = ClaudeAgentConf.model  # one source: the schema's default (`agent.model`)
 EPHEMERAL = {"type": "ephemeral"}
 NUDGE = ("Use the tools to make your change, then call run_experiment with a one-line "
          "description. Do not answer in prose only.")
@@ -104,8 +103,8 @@ class ClaudeAgent(Agent):
 
     def __init__(self, cfg: dict, seed: int = 0, http_client=None):
         self.model = str(cfg.get("model") or DEFAULT_MODEL)
-        self.max_turns = int(cfg.get("max_turns", 30))
-        self.max_tokens = int(cfg.get("max_tokens", 4096))
+        self.max_turns = int(cfg.get("max_turns", ClaudeAgentConf.max_turns))
+        self.max_tokens = int(cfg.get("max_tokens", ClaudeAgentConf.max_tokens))
         cap = cfg.get("max_cost_usd")
         self.max_cost_usd = float(cap) if cap is not None else None
         self.temperature = cfg.get("temperature")
@@ -119,10 +118,15 @@ class ClaudeAgent(Agent):
         if not key:
             raise StopCampaign("agent=claude needs ANTHROPIC_API_KEY in the environment (or agent=random: "
                                "no API needed)", code=2)
+        # The SDK takes about a second to import: only a claude agent loads it, so the
+        # registry, which names every agent, costs the other agents nothing.
+        import anthropic
+
         # api_key passed explicitly: the SDK then consults no other credential source.
         self._client = anthropic.Anthropic(
             api_key=key, base_url=cfg.get("base_url"), http_client=http_client,
-            max_retries=int(cfg.get("max_retries", 6)), timeout=float(cfg.get("timeout_s", 600)))
+            max_retries=int(cfg.get("max_retries", ClaudeAgentConf.max_retries)),
+            timeout=float(cfg.get("timeout_s", ClaudeAgentConf.timeout_s)))
 
     def __repr__(self) -> str:
         return f"<ClaudeAgent model={self.model} spent=${self.spent_usd:.4f}>"
@@ -175,6 +179,8 @@ class ClaudeAgent(Agent):
                       tools=tool_definitions(), messages=messages)
         if self.temperature is not None:
             kwargs["temperature"] = float(self.temperature)
+        import anthropic  # loaded by __init__ already: only a name here
+
         try:
             return self._client.messages.create(**kwargs)
         except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as e:

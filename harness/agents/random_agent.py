@@ -23,10 +23,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from harness.agent_config import DEFAULT_EXCLUDE, RandomAgentConf
 from harness.agents.base import Agent, Context, Proposal
 from harness.workspace import EditError
 
-DEFAULT_EXCLUDE = ("SEED", "PRINT_EVERY", "WARMUP_STEPS_UNTIMED", "USE_COMPILE")
 NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 CLOSED_UNIT = ("RATIO", "FRAC")  # may be exactly 0 or 1 (no warm-up, no decay)
 OPEN_UNIT = ("MOMENTUM", "BETA", "DROPOUT", "PROB", "EMA")  # 0 or 1 would be degenerate
@@ -112,8 +112,8 @@ class RandomAgent(Agent):
     def __init__(self, cfg: dict, seed: int = 0):
         self.seed = seed
         self.path = cfg.get("path")  # default: the editable file named train.py
-        self.per_step = int(cfg.get("mutations_per_step", 1))
-        self.step = float(cfg.get("log_step", 0.5))
+        self.per_step = int(cfg.get("mutations_per_step", RandomAgentConf.mutations_per_step))
+        self.step = float(cfg.get("log_step", RandomAgentConf.log_step))
         self.exclude = set(cfg.get("exclude", DEFAULT_EXCLUDE))
         self.include = set(cfg["include"]) if cfg.get("include") else None
         self.choices = {k: list(v) for k, v in (cfg.get("choices") or {}).items()}
