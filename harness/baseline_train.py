@@ -1,10 +1,13 @@
 """FROZEN copy of the baseline trainer/train.py: calibration's reference workload (v1).
 
-Calibration (`autoresearch calibrate`) times this file's model and optimizer, never the
-live train.py the agent edits, so a device's throughput means the same thing in every
-campaign. Do not edit: a change invalidates every cached calibration and the reference
-table (conf/reference_devices.yaml). A new baseline is a new file with a new version.
-It is also the train_file of calibration's noise-floor runs.
+Calibration (`autoresearch calibrate`) trains and times this file, never the live
+train.py the agent edits, so a device's throughput means the same thing in every
+campaign: harness/throughput.py runs it as an experiment's train.py, and
+harness/workload.py times its own `train_step`, the function `main()` trains with. It
+is also the train_file of calibration's noise-floor runs. Apart from this docstring it is
+the baseline train.py, line for line (tests/test_workload.py checks it).
+Do not edit: a change invalidates every cached calibration and the reference table
+(conf/reference_devices.yaml). A new baseline is a new file with a new version.
 """
 import math
 import sys
@@ -23,8 +26,13 @@ import prepare
 MAX_SEQ_LEN = prepare.MAX_SEQ_LEN  # tokens per row; fixed by prepare.py (immutable)
 VOCAB_SIZE = prepare.VOCAB_SIZE  # default vocab for GPTConfig; main() uses the tokenizer's
 TIME_BUDGET = prepare.TIME_BUDGET  # seconds of training the harness grants this run (progress: prepare.budget_progress)
-DEPTH = prepare.MODEL["depth"]  # transformer blocks; preset from the harness's model= config
-WIDTH = prepare.MODEL["width"]  # residual stream channels; preset from model=
+# Model size: the baseline reads it from the harness's model preset (model=, conf/model/):
+# one file serves every preset, and calibration times the preset's baseline. These are
+# knobs like the others: replace a read with a literal to change one (DEPTH = 6). Kept
+# consistent or the run fails at start: WIDTH a multiple of HEAD_DIM, HEAD_DIM even,
+# TOTAL_BATCH_SIZE a multiple of DEVICE_BATCH_SIZE * MAX_SEQ_LEN.
+DEPTH = prepare.MODEL["depth"]  # transformer blocks
+WIDTH = prepare.MODEL["width"]  # residual stream channels
 HEAD_DIM = prepare.MODEL["head_dim"]  # channels per attention head; heads = WIDTH // HEAD_DIM
 DEVICE_BATCH_SIZE = prepare.MODEL["device_batch_size"]  # rows per forward/backward (memory-bound)
 TOTAL_BATCH_SIZE = prepare.MODEL["total_batch_size"]  # tokens per optimizer step (grad accumulation)
@@ -326,6 +334,42 @@ def muon_momentum(step: int) -> float:
 
 
 # -------------------- Training -----------------------------------------------
+def train_step(train_model, model, optimizers, scaler, loader, grad_accum, bk, before_update=None):
+    """One optimizer step: `grad_accum` micro-batches from `loader` (forward under the
+    backend's autocast, backward of loss / grad_accum, through `scaler` when the backend
+    has one), then `before_update()` (main's LR schedule: it reads the budget after this
+    step's batches were served), every optimizer, zero_grad, and the loss as a float.
+    Calibration times this very function (harness/workload.py on the frozen copy), so what
+    it measures is the step that trains.
+    Returns (loss of the last micro-batch, its epoch, whether the loader ran out during
+    the step: a token budget used up), or None when the loader had no batch left at all."""
+    train_loss, epoch, ended = None, None, False
+    for _ in range(grad_accum):
+        batch = next(loader, None)  # under the harness: the feed's next batch (it counts them)
+        if batch is None:  # a token budget ran out: finish with what was accumulated
+            ended = True
+            break
+        x, y, epoch = batch
+        with bk.autocast():
+            loss = train_model(x, y)
+        train_loss = loss.detach()
+        loss = loss / grad_accum
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+    if train_loss is None:
+        return None
+    if before_update is not None:
+        before_update()
+    if scaler is not None:
+        for opt in optimizers:
+            scaler.step(opt)
+        scaler.update()
+    else:
+        for opt in optimizers:
+            opt.step()
+    model.zero_grad(set_to_none=True)
+    return train_loss.item(), epoch, ended  # .item() also waits for the step to finish
+
+
 def main():
     t_start = time.time()
     bk = backends.current()
@@ -360,35 +404,29 @@ def main():
     if USE_COMPILE and bk.compile_available() and bk.NAME != "cpu":
         train_model = torch.compile(model, dynamic=False)
     loader = prepare.make_dataloader(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train")
-    x, y, epoch = next(loader)
+    budget_fpt = prepare.model_flops_per_token(model)  # FLOPs/token as a flops budget counts them
 
-    training_seconds, step, smooth_loss = 0.0, 0, 0.0
-    while True:
-        bk.synchronize()
-        t0 = time.time()
-        for _ in range(grad_accum):
-            with bk.autocast():
-                loss = train_model(x, y)
-            train_loss = loss.detach()
-            loss = loss / grad_accum
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            x, y, epoch = next(loader)  # fetch while the device works
-        progress = prepare.budget_progress(training_seconds, step * TOTAL_BATCH_SIZE, step * TOTAL_BATCH_SIZE * fpt)
+    training_seconds, step, smooth_loss, progress, lrm = 0.0, 0, 0.0, 0.0, 1.0
+
+    def schedule():
+        """This step's LR and Muon momentum, from the budget used so far."""
+        nonlocal progress, lrm
+        tokens = step * TOTAL_BATCH_SIZE
+        progress = prepare.budget_progress(training_seconds, tokens, tokens * budget_fpt)
         lrm = lr_multiplier(progress)
         for opt in optimizers:
             for grp in opt.param_groups:
                 grp["lr"] = grp["initial_lr"] * lrm
         for grp in optimizers[1].param_groups:
             grp["momentum"] = muon_momentum(step)
-        if scaler is not None:
-            for opt in optimizers:
-                scaler.step(opt)
-            scaler.update()
-        else:
-            for opt in optimizers:
-                opt.step()
-        model.zero_grad(set_to_none=True)
-        loss_f = train_loss.item()  # also waits for the step to finish
+
+    while True:
+        bk.synchronize()
+        t0 = time.time()
+        out = train_step(train_model, model, optimizers, scaler, loader, grad_accum, bk, schedule)
+        if out is None:  # a token budget ran out on a step boundary: nothing left to step
+            break
+        loss_f, epoch, ended = out
         if not math.isfinite(loss_f) or loss_f > 100:
             print(f"FAIL: loss is {loss_f} at step {step}", flush=True)
             sys.exit(1)
@@ -403,33 +441,38 @@ def main():
                   f"| epoch {epoch} | {100 * progress:.0f}% of budget | {training_seconds:.1f}s", flush=True)
         step += 1
         # the budget's own measure: seconds (wall, normalized), tokens or FLOPs (tokens, flops)
-        if prepare.budget_progress(training_seconds, step * TOTAL_BATCH_SIZE, step * TOTAL_BATCH_SIZE * fpt) >= 1:
+        tokens = step * TOTAL_BATCH_SIZE
+        if prepare.budget_progress(training_seconds, tokens, tokens * budget_fpt) >= 1 or ended:
             break
 
-    model.eval()
-    with torch.no_grad(), bk.autocast():
-        val_bpb = prepare.evaluate_bpb(model, tokenizer, DEVICE_BATCH_SIZE)
     timed_steps = max(step - WARMUP_STEPS_UNTIMED, 0)
     peak = bk.peak_flops(bk.compute_dtype())
     if peak and training_seconds > 0:
         mfu = f"{100 * fpt * TOTAL_BATCH_SIZE * timed_steps / training_seconds / peak:.2f}"
     else:
         mfu = "n/a"
+    # This script's own figures (under the harness, whose own figures are the ones that count,
+    # the process ends inside evaluate_bpb: they are printed first, and kept as train.py's).
+    report = [
+        f"training_seconds: {training_seconds:.1f}",
+        f"total_seconds:    {time.time() - t_start:.1f}",
+        f"peak_memory_mb:   {bk.max_memory_allocated() / 1024 / 1024:.1f}",
+        f"mfu_percent:      {mfu}",
+        f"total_tokens_M:   {step * TOTAL_BATCH_SIZE / 1e6:.1f}",
+        f"num_steps:        {step}",
+        f"num_params_M:     {counts['total'] / 1e6:.1f}",
+        f"backend:          {bk.NAME}",
+        f"device:           {bk.device_name()}",
+    ]
+    print("\n".join(["---", *report]), flush=True)
+    model.eval()
+    with torch.no_grad(), bk.autocast():
+        val_bpb = prepare.evaluate_bpb(model, tokenizer, DEVICE_BATCH_SIZE)
     try:
         bpb = f"{float(val_bpb):.6f}"
-    except (TypeError, ValueError):  # the harness's evaluator may return nothing here
+    except (TypeError, ValueError):
         bpb = "nan"
-    print("---")
-    print(f"val_bpb:          {bpb}")
-    print(f"training_seconds: {training_seconds:.1f}")
-    print(f"total_seconds:    {time.time() - t_start:.1f}")
-    print(f"peak_memory_mb:   {bk.max_memory_allocated() / 1024 / 1024:.1f}")
-    print(f"mfu_percent:      {mfu}")
-    print(f"total_tokens_M:   {step * TOTAL_BATCH_SIZE / 1e6:.1f}")
-    print(f"num_steps:        {step}")
-    print(f"num_params_M:     {counts['total'] / 1e6:.1f}")
-    print(f"backend:          {bk.NAME}")
-    print(f"device:           {bk.device_name()}", flush=True)
+    print("\n".join(["---", f"val_bpb:          {bpb}", *report]), flush=True)
 
 
 if __name__ == "__main__":

@@ -307,7 +307,9 @@ class Campaign:
         elif agent is not None:
             last = self.ledger.records()[-1] if len(self.ledger) else None
             try:
-                proposal = agent.propose(Context(self.workspace, program, self.ledger.summary_lines(), last, seq))
+                run = {"MODEL": dict(self.cfg["model"]), "MAX_SEQ_LEN": self.cfg["data"]["max_seq_len"]}
+                proposal = agent.propose(Context(self.workspace, program, self.ledger.summary_lines(), last, seq,
+                                                 prepare_values=run))
             except (ScopeError, EditError) as e:  # refused or failed edit: recorded, nothing run
                 gitwork.reset_to(self.tree, parent)
                 status = "refused" if isinstance(e, ScopeError) else "crash"

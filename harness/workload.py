@@ -5,10 +5,11 @@
 - matmul FLOP/s in the compute dtype (a few shapes, best of several: the practical peak);
 - memory bandwidth (device-to-device copy: bytes read + written per second);
 - throughput of the frozen reference workload (harness/baseline_train.py: the baseline
-  model and optimizer of the preset, real data), full training steps after warm-up, in
-  `repeats` windows of about `window_seconds` each (calibration asks for one short
-  window, kept for reference as workload_tokens_per_s: the calibrated throughput and
-  start-up come from harness/throughput.py, the baseline trained as an experiment);
+  model and optimizer of the preset, real data, stepped by the file's own `train_step`),
+  full training steps after warm-up, in `repeats` windows of about `window_seconds` each
+  (calibration asks for one short window, kept for reference as workload_tokens_per_s:
+  the calibrated throughput and start-up come from harness/throughput.py, the baseline
+  trained as an experiment);
 - its start-up: seconds from the harness starting this process to the end of the
   baseline's untimed warm-up steps (kept as workload_startup_seconds);
 - its probe noise: the largest change of a target's log-probability when rows are
@@ -109,17 +110,10 @@ def throughput(bk, repeats: int, window_seconds: float, warmup_steps: int, log,
     spawn = float(os.environ.get("AUTORESEARCH_SPAWN", time.monotonic()))
 
     def step():
-        for _ in range(accum):
-            x, y, _ = next(loader)
-            with bk.autocast():
-                loss = step_model(x, y) / accum
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-        for opt in optimizers:
-            (scaler.step(opt) if scaler is not None else opt.step())
-        if scaler is not None:
-            scaler.update()
-        model.zero_grad(set_to_none=True)
-        loss.item()  # as a training step would: waits for the device
+        # The baseline's own step, the one its main() trains with (no copy here to drift from
+        # it); without main's LR schedule, whose cost is a few assignments.
+        if base.train_step(step_model, model, optimizers, scaler, loader, accum, bk) is None:
+            raise RuntimeError("the training split ran out of batches while calibrating")
 
     startup = None
     for i in range(max(warmup_steps, base.WARMUP_STEPS_UNTIMED)):

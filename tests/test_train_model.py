@@ -280,3 +280,34 @@ def test_main_prints_summary(env, monkeypatch):
     assert values["val_bpb"].strip() == "nan"
     assert int(values["num_steps"]) > train.WARMUP_STEPS_UNTIMED
     assert float(values["training_seconds"]) >= 0.3
+
+
+def test_main_stops_when_the_loader_runs_out_mid_step(env, monkeypatch):
+    """A token budget used up (the harness's loader ends): the step under way is finished
+    with what it accumulated, training stops, and the model is still handed over."""
+    train = env.train
+    rows, seq = train.DEVICE_BATCH_SIZE, train.MAX_SEQ_LEN
+    monkeypatch.setattr(train, "TOTAL_BATCH_SIZE", 2 * rows * seq)  # two micro-batches a step
+    monkeypatch.setattr(train.prepare, "TIME_BUDGET", 1e9)
+    progress_calls = []
+
+    def three_batches(tokenizer, B, T, split):
+        for _ in range(3):
+            x = torch.randint(0, VOCAB, (B, T + 1))
+            yield x[:, :-1], x[:, 1:], 1
+
+    def budget_progress(seconds, tokens, flops=0.0):
+        progress_calls.append(tokens)
+        return 0.0
+
+    monkeypatch.setattr(train.prepare, "make_dataloader", three_batches)
+    monkeypatch.setattr(train.prepare, "budget_progress", budget_progress)
+    env.calls.clear()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        train.main()
+    values = dict(line.split(":", 1) for line in out.getvalue().split("\n---\n")[-1].strip().splitlines())
+    assert int(values["num_steps"]) == 2 and "evaluate_bpb" in env.calls
+    step_tokens = 2 * rows * seq
+    # each step: the schedule's read after its batches, then the end-of-step check
+    assert progress_calls == [0, step_tokens, step_tokens, 2 * step_tokens]

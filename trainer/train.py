@@ -32,8 +32,13 @@ import prepare
 MAX_SEQ_LEN = prepare.MAX_SEQ_LEN  # tokens per row; fixed by prepare.py (immutable)
 VOCAB_SIZE = prepare.VOCAB_SIZE  # default vocab for GPTConfig; main() uses the tokenizer's
 TIME_BUDGET = prepare.TIME_BUDGET  # seconds of training the harness grants this run (progress: prepare.budget_progress)
-DEPTH = prepare.MODEL["depth"]  # transformer blocks; preset from the harness's model= config
-WIDTH = prepare.MODEL["width"]  # residual stream channels; preset from model=
+# Model size: the baseline reads it from the harness's model preset (model=, conf/model/):
+# one file serves every preset, and calibration times the preset's baseline. These are
+# knobs like the others: replace a read with a literal to change one (DEPTH = 6). Kept
+# consistent or the run fails at start: WIDTH a multiple of HEAD_DIM, HEAD_DIM even,
+# TOTAL_BATCH_SIZE a multiple of DEVICE_BATCH_SIZE * MAX_SEQ_LEN.
+DEPTH = prepare.MODEL["depth"]  # transformer blocks
+WIDTH = prepare.MODEL["width"]  # residual stream channels
 HEAD_DIM = prepare.MODEL["head_dim"]  # channels per attention head; heads = WIDTH // HEAD_DIM
 DEVICE_BATCH_SIZE = prepare.MODEL["device_batch_size"]  # rows per forward/backward (memory-bound)
 TOTAL_BATCH_SIZE = prepare.MODEL["total_batch_size"]  # tokens per optimizer step (grad accumulation)
@@ -335,6 +340,42 @@ def muon_momentum(step: int) -> float:
 
 
 # -------------------- Training -----------------------------------------------
+def train_step(train_model, model, optimizers, scaler, loader, grad_accum, bk, before_update=None):
+    """One optimizer step: `grad_accum` micro-batches from `loader` (forward under the
+    backend's autocast, backward of loss / grad_accum, through `scaler` when the backend
+    has one), then `before_update()` (main's LR schedule: it reads the budget after this
+    step's batches were served), every optimizer, zero_grad, and the loss as a float.
+    Calibration times this very function (harness/workload.py on the frozen copy), so what
+    it measures is the step that trains.
+    Returns (loss of the last micro-batch, its epoch, whether the loader ran out during
+    the step: a token budget used up), or None when the loader had no batch left at all."""
+    train_loss, epoch, ended = None, None, False
+    for _ in range(grad_accum):
+        batch = next(loader, None)  # under the harness: the feed's next batch (it counts them)
+        if batch is None:  # a token budget ran out: finish with what was accumulated
+            ended = True
+            break
+        x, y, epoch = batch
+        with bk.autocast():
+            loss = train_model(x, y)
+        train_loss = loss.detach()
+        loss = loss / grad_accum
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+    if train_loss is None:
+        return None
+    if before_update is not None:
+        before_update()
+    if scaler is not None:
+        for opt in optimizers:
+            scaler.step(opt)
+        scaler.update()
+    else:
+        for opt in optimizers:
+            opt.step()
+    model.zero_grad(set_to_none=True)
+    return train_loss.item(), epoch, ended  # .item() also waits for the step to finish
+
+
 def main():
     t_start = time.time()
     bk = backends.current()
@@ -371,24 +412,11 @@ def main():
     loader = prepare.make_dataloader(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train")
     budget_fpt = prepare.model_flops_per_token(model)  # FLOPs/token as a flops budget counts them
 
-    training_seconds, step, smooth_loss, epoch, done = 0.0, 0, 0.0, 1, False
-    while not done:
-        bk.synchronize()
-        t0 = time.time()
-        micro = 0
-        for micro in range(1, grad_accum + 1):
-            batch = next(loader, None)  # under the harness: the feed's next batch (it counts them)
-            if batch is None:  # a token budget ran out: finish with what was accumulated
-                done, micro = True, micro - 1
-                break
-            x, y, epoch = batch
-            with bk.autocast():
-                loss = train_model(x, y)
-            train_loss = loss.detach()
-            loss = loss / grad_accum
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-        if micro == 0:
-            break
+    training_seconds, step, smooth_loss, progress, lrm = 0.0, 0, 0.0, 0.0, 1.0
+
+    def schedule():
+        """This step's LR and Muon momentum, from the budget used so far."""
+        nonlocal progress, lrm
         tokens = step * TOTAL_BATCH_SIZE
         progress = prepare.budget_progress(training_seconds, tokens, tokens * budget_fpt)
         lrm = lr_multiplier(progress)
@@ -397,15 +425,14 @@ def main():
                 grp["lr"] = grp["initial_lr"] * lrm
         for grp in optimizers[1].param_groups:
             grp["momentum"] = muon_momentum(step)
-        if scaler is not None:
-            for opt in optimizers:
-                scaler.step(opt)
-            scaler.update()
-        else:
-            for opt in optimizers:
-                opt.step()
-        model.zero_grad(set_to_none=True)
-        loss_f = train_loss.item()  # also waits for the step to finish
+
+    while True:
+        bk.synchronize()
+        t0 = time.time()
+        out = train_step(train_model, model, optimizers, scaler, loader, grad_accum, bk, schedule)
+        if out is None:  # a token budget ran out on a step boundary: nothing left to step
+            break
+        loss_f, epoch, ended = out
         if not math.isfinite(loss_f) or loss_f > 100:
             print(f"FAIL: loss is {loss_f} at step {step}", flush=True)
             sys.exit(1)
@@ -421,7 +448,7 @@ def main():
         step += 1
         # the budget's own measure: seconds (wall, normalized), tokens or FLOPs (tokens, flops)
         tokens = step * TOTAL_BATCH_SIZE
-        if prepare.budget_progress(training_seconds, tokens, tokens * budget_fpt) >= 1:
+        if prepare.budget_progress(training_seconds, tokens, tokens * budget_fpt) >= 1 or ended:
             break
 
     timed_steps = max(step - WARMUP_STEPS_UNTIMED, 0)

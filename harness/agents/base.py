@@ -39,6 +39,10 @@ class Context:
     last: dict | None  # the previous experiment's record (status, val_bpb, description,
     #                    error_tail), None before the first proposal
     seq: int | None = None  # the experiment number this proposal will get, when known
+    # What train.py's reads of `prepare` give in this campaign's runs: {"MODEL": the model
+    # preset, "MAX_SEQ_LEN": ...}, so an agent knows the values behind `prepare.MODEL[...]`
+    # (not agent config: the campaign's model and data decide them). None when unknown.
+    prepare_values: dict | None = None
 
 
 class StopCampaign(Exception):
