@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.agents import Context, make_agent
+from harness.agents import Context
+from harness.agents.registry import make_agent
 from harness.agents.random_agent import find_knobs
 from harness.config import compose_dict
 from harness.workspace import Workspace
