@@ -9,51 +9,37 @@ A campaign lives in campaign.root/<tag>/<backend>/: its git work tree (branch
 The first experiment is the unmodified baseline. A candidate is committed, and the commit
 is noted as `pending` before it runs: a campaign killed at any instant resumes with the
 work tree reset to the last kept commit and the interrupted candidate re-run.
+
+This module is the campaign's interface (open, run, record, report and what they read);
+one experiment's cycle is harness/cycle.py, the keep decision harness/decision.py, the
+ledger rows' fields harness/ledger_rows.py and the state harness/campaign_state.py.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import os
-import statistics
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import backends
-from harness import budgeting, experiment, fixed, gitwork, workdir
+from harness import budgeting, fixed, gitwork, workdir
 from harness.agent_config import agent_keys
-from harness.agents import Context, Proposal, StopCampaign
+from harness.agents import StopCampaign
 from harness.agents.registry import make_agent
+from harness.campaign_state import CampaignState
+from harness.cycle import cycle
+from harness.decision import KeepDecision
 from harness.display import Display
 from harness.guard import ROOT
-from harness.keep import KeepRule
-from harness.ledger import Ledger, metric
-from harness.workspace import EditError, ScopeError, Workspace
-from trainer import atomic
+from harness.ledger import Ledger
+from harness.ledger_rows import RowContext, is_experiment, kept_value
+from harness.workspace import Workspace
 
 SCOPES = {"train": ["trainer/train.py"], "kernels": ["kernels/*.py"], "all": ["trainer/train.py", "kernels/*.py"]}
 # The references and the dispatch stay immutable in every scope: they define correct.
 IMMUTABLE = ["trainer/prepare.py", "kernels/reference.py", "kernels/registry.py", "kernels/__init__.py",
              "kernels/hub.py"]
-
-
-class ScopeViolation(StopCampaign):
-    def __init__(self, message: str):
-        super().__init__(message, code=2)  # the edit broke a rule: the user (or their agent) must fix it
-
-
-class BaselineFailed(StopCampaign):
-    """The unmodified baseline did not score: nothing can be compared. Nothing is recorded
-    in the ledger, so the next call (after a fix) runs the baseline again and goes on.
-    The exit code is the experiment's (3 crash, 4 nan, 5 timeout, 6 refused)."""
-
-    def __init__(self, out: dict):
-        reason = str(out.get("reason", "")).splitlines()[0] if out.get("reason") else ""
-        super().__init__(f"the baseline failed ({out['status']}): {reason} (its run: {out.get('run_dir')}); "
-                         f"fix the cause and run the same command again",
-                         code=experiment.EXIT_CODES.get(out["status"], 3))
 
 
 def resolve_agent_name(cfg: dict) -> str:
@@ -64,9 +50,10 @@ def resolve_agent_name(cfg: dict) -> str:
 
 
 class Campaign:
-    def __init__(self, cfg: dict, explicit: set[str] | None = None):
+    def __init__(self, cfg: dict, explicit: set[str] | None = None, agent: str | None = None):
         """`explicit`: the config keys the command line named (fixed settings it did not
-        name are taken from the campaign's state; None: every difference is an error)."""
+        name are taken from the campaign's state; None: every difference is an error).
+        `agent`: the agent this call is for, whatever the config says (`record`: external)."""
         self.cfg, self.explicit = cfg, explicit
         self.bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
         root = Path(os.path.expanduser(cfg["campaign"]["root"]))
@@ -75,9 +62,24 @@ class Campaign:
         self.tree = self.dir / "worktree"
         self.branch = gitwork.branch_name(cfg["campaign"]["tag"], self.bk.NAME)
         self.state_path = self.dir / "campaign.json"
-        self.agent_name = resolve_agent_name(cfg)
+        self.agent_name = agent or resolve_agent_name(cfg)
         self.calibration, self.budget = None, None
         self.notes: list[str] = []  # what opening the campaign did that the user must hear
+
+    @classmethod
+    def report_only(cls, cfg: dict) -> "Campaign":
+        """The campaign with its ledger, to read and report (`autoresearch ledger`): no lock,
+        no work tree, no state change, no agent."""
+        c = cls(cfg)
+        if not (c.dir / "results.jsonl").exists():
+            raise FileNotFoundError(f"no campaign at {c.dir} (campaign.tag={c.cfg['campaign']['tag']}, "
+                                    f"backend={c.bk.NAME})")
+        c.ledger = Ledger(c.dir)
+        return c
+
+    def exists(self) -> bool:
+        """Whether the campaign was started (it has a state)."""
+        return self.state_path.exists()
 
     @property
     def budget_seconds(self) -> float | None:
@@ -99,12 +101,10 @@ class Campaign:
         gitwork.open_worktree(repo, self.tree, self.branch)
         gitwork.clear_stale_lock(self.tree)
         self.ledger = Ledger(self.dir)
-        self.state = self._load_state() if self.state_path.exists() else {
-            "tag": self.cfg["campaign"]["tag"], "backend": self.bk.NAME, "branch": self.branch,
-            "base_commit": gitwork.head(self.tree), "created": _now()}
+        self.state = CampaignState.load(self.state_path) if self.state_path.exists() else CampaignState.create(
+            self.state_path, self.cfg["campaign"]["tag"], self.bk.NAME, self.branch, gitwork.head(self.tree))
         self._fix_settings()
-        self.state["agent"] = self.agent_name
-        self._save_state()
+        self.state.set_agent(self.agent_name)  # saved on every open: a new campaign's state is written here
         if reset:
             self._save_stray_work()
             gitwork.reset_to(self.tree, self.kept_commit())
@@ -116,10 +116,7 @@ class Campaign:
         named = self.explicit is None or any(k == "agent" or k.startswith("agent.") for k in self.explicit)
         if named or not self.state_path.is_file():
             return
-        try:
-            before = json.loads(self.state_path.read_text()).get("agent")
-        except (OSError, ValueError, AttributeError):
-            return  # opening the state under the lock says what is wrong with it
+        before = CampaignState.agent_of(self.state_path)  # opening the state under the lock says what is wrong
         if before and before != self.agent_name:
             self.agent_name = before
             self.notes.append(f"campaign: going on with its agent, {before} (agent=NAME to change it)")
@@ -133,26 +130,14 @@ class Campaign:
                 break
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def _load_state(self) -> dict:
-        try:
-            state = json.loads(self.state_path.read_text())
-        except ValueError as e:
-            raise ValueError(f"{self.state_path} is not valid JSON ({e}): restore it, or move the campaign "
-                             f"folder away to start afresh") from None
-        if not isinstance(state, dict) or not isinstance(state.get("base_commit"), str):
-            raise ValueError(f"{self.state_path} is not a campaign state (no base_commit)")
-        return state
-
     def _fix_settings(self) -> None:
         """The budget, model, data and scope are the campaign's from its start (harness/fixed.py)."""
-        saved, now = self.state.get("settings"), fixed.settings(self.cfg)
+        saved, now = self.state.settings, fixed.settings(self.cfg)
         if saved is None or (self.ledger.next_seq() == 0 and saved != now):
             # nothing recorded yet (a first call, or a baseline that failed): this call decides
-            if saved is not None and self.state.pop("pending", None):
+            if self.state.set_settings(now, drop_pending=saved is not None):
                 self.notes.append("campaign: the settings changed before the baseline was recorded: "
                                   "its interrupted runs are dropped and it runs afresh")
-            self.state["settings"] = now
-            self.state.pop("budget", None)
             return
         self.cfg, taken = fixed.reconcile(self.cfg, saved, self.explicit, self.cfg["campaign"]["tag"])
         if taken:
@@ -163,9 +148,9 @@ class Campaign:
         """Work in the tree that the campaign does not know (commits made by hand, edits
         not recorded) is kept on a branch of its own before the tree is reset, and said."""
         known = {self.kept_commit()}
-        pending = self.state.get("pending")
+        pending = self.state.pending
         if pending:
-            known |= {pending["commit"], pending["parent"]}
+            known |= {pending.commit, pending.parent}
         current = gitwork.head(self.tree)
         author, subject = gitwork.git(self.tree, "log", "-1", "--format=%ae%x00%s", current).split("\x00", 1)
         if author == "autoresearch@localhost" and subject.startswith(f"exp {self.ledger.next_seq()}: "):
@@ -189,28 +174,34 @@ class Campaign:
     def unlock(self) -> None:
         (self.dir / "campaign.lock").unlink(missing_ok=True)
 
-    def _save_state(self) -> None:
-        atomic.write_json(self.state_path, self.state)
-
     def _kept(self) -> list[dict]:
         return [r for r in self.ledger.records() if r["status"] == "keep"]
 
     def kept_commit(self) -> str:
         kept = self._kept()
-        return kept[-1]["full_commit"] if kept else self.state["base_commit"]
+        return kept[-1]["full_commit"] if kept else self.state.base_commit
 
     def best_val(self) -> float | None:
         """val_bpb of the branch head (the last kept experiment; the mean of its runs)."""
         kept = self._kept()
-        return (kept[-1].get("mean_val_bpb") or kept[-1]["val_bpb"]) if kept else None
+        return kept_value(kept[-1]) if kept else None
 
     def agent_spent(self) -> float:
-        """Dollars the agent has spent in this campaign (from the ledger: survives resumes)."""
+        """Dollars the agent has spent in this campaign (from the ledger: survives resumes;
+        a proposal stopped half-way has a `stopped` row with what it was billed)."""
         return sum(r.get("agent_cost_usd") or 0.0 for r in self.ledger.records())
 
     def experiments_done(self) -> int:
-        """Proposals recorded after the baseline (confirmation re-runs don't count)."""
-        return sum(1 for r in self.ledger.records() if r["seq"] > 0 and r["status"] != "confirm")
+        """Proposals recorded after the baseline (confirmation re-runs and stopped proposals don't count)."""
+        return sum(1 for r in self.ledger.records() if is_experiment(r))
+
+    def keep_decision(self) -> KeepDecision:
+        """The keep decision against the ledger as it is now (harness/decision.py)."""
+        return KeepDecision(self.cfg["keep"], self.ledger.records(), self.calibration)
+
+    def row_context(self) -> RowContext:
+        """What every ledger row of this call shares (harness/ledger_rows.py)."""
+        return RowContext(self.bk.NAME, self.agent_name, self.calibration)
 
     # ------------------------------------------------------------------ the loop
     def prepare_budget(self) -> None:
@@ -223,10 +214,9 @@ class Campaign:
             print("campaign: WARNING: the agent's code runs without a sandbox (isolation: none): this "
                   "campaign's results are not tamper-proof", flush=True)
         now, self.calibration = budgeting.decide(self.cfg)  # calibrates first when the budget needs it
-        saved = fixed.budget_of(self.state)
+        saved = self.state.budget
         if saved is None:  # the campaign's budget from now on
-            self.state["budget"] = dataclasses.asdict(now)
-            self._save_state()
+            self.state.set_budget(now)
             saved = now
         elif abs(now.seconds - saved.seconds) > 0.01 * saved.seconds:
             print(f"campaign: this device's calibration now gives {now.seconds:.1f} s; the campaign keeps the "
@@ -251,7 +241,7 @@ class Campaign:
                 if started and agent is None:
                     return ("the baseline is recorded; the external agent records each experiment with "
                             "`autoresearch record`"), 0
-                if not self.cycle(agent, program, display):
+                if not cycle(self, agent, program, display):
                     return "the agent has nothing more to try", 0
         except StopCampaign as e:
             gitwork.reset_to(self.tree, self.kept_commit())
@@ -262,7 +252,7 @@ class Campaign:
         experiment, keep or revert, record it. Edits outside the scope are refused and set
         aside in a patch file; the edits in scope stay in the work tree."""
         tag = self.cfg["campaign"]["tag"]
-        if self.state.get("pending"):
+        if self.state.pending:
             raise StopCampaign(f"an interrupted experiment is pending: finish it first with `autoresearch run "
                                f"agent=external campaign.tag={tag} campaign.root={self.root}` (it re-runs it; "
                                f"your edits are kept on a branch of their own and the command says which)", code=2)
@@ -270,179 +260,8 @@ class Campaign:
             raise StopCampaign(f"no baseline yet: start with `autoresearch run agent=external campaign.tag={tag} "
                                f"campaign.root={self.root}`", code=2)
         self.prepare_budget()
-        self.cycle(None, "", display, description=description or "(no description)")
+        cycle(self, None, "", display, description=description or "(no description)")
         return "recorded"
-
-    def cycle(self, agent, program: str, display: Display, description: str | None = None) -> bool:
-        """One experiment: propose (or take the pending one), commit, run, decide, record."""
-        seq, pending = self.ledger.next_seq(), self.state.get("pending")
-        t_cycle = time.time()
-        if pending and pending["seq"] == seq:
-            gitwork.reset_to(self.tree, pending["commit"])
-            display.note(f"resuming: re-running the interrupted experiment {seq} ({pending['description']})")
-        else:
-            pending = self._propose(seq, agent, program, description)
-            if pending is None:
-                return False
-        runs = list(pending.get("runs", []))
-        if pending.get("known"):  # nothing to run: no change, or the edit itself failed
-            self._record(seq, pending, [{**pending["known"], "val_bpb": None}], time.time() - t_cycle, display)
-            return True
-        while True:
-            out = self._run(seq, pending, len(runs), display)
-            if out["status"] == "interrupted":
-                raise KeyboardInterrupt
-            runs.append(out)
-            pending["runs"] = runs
-            self._save_state()
-            if not self._needs_confirmation(seq, runs):
-                break
-        self._record(seq, pending, runs, time.time() - t_cycle, display)
-        return True
-
-    def _propose(self, seq: int, agent, program: str, description: str | None) -> dict | None:
-        parent, t0 = self.kept_commit(), time.time()
-        if seq == 0:
-            proposal = Proposal("baseline")
-        elif agent is not None:
-            last = self.ledger.records()[-1] if len(self.ledger) else None
-            try:
-                run = {"MODEL": dict(self.cfg["model"]), "MAX_SEQ_LEN": self.cfg["data"]["max_seq_len"]}
-                proposal = agent.propose(Context(self.workspace, program, self.ledger.summary_lines(), last, seq,
-                                                 prepare_values=run))
-            except (ScopeError, EditError) as e:  # refused or failed edit: recorded, nothing run
-                gitwork.reset_to(self.tree, parent)
-                status = "refused" if isinstance(e, ScopeError) else "crash"
-                proposal = Proposal(f"({status} edit) {e}")
-                return self._pending(seq, parent, parent, proposal, t0, reason=f"the agent's edit failed: {e}",
-                                     status=status)
-            if proposal is None:
-                return None
-        else:
-            proposal = Proposal(description or "(no description)")
-        outside = [f for f in gitwork.changed_files(self.tree) if not self.workspace.allowed(f)]
-        if outside:
-            patch = self.dir / "refused" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-exp{seq}.patch"
-            gitwork.set_aside(self.tree, outside, patch)
-            msg = (f"changes outside scope={self.cfg['scope']} were refused: {', '.join(outside)}; they are out "
-                   f"of the work tree, saved in {patch} (`git apply {patch}` in the work tree brings them back)")
-            left = gitwork.changed_files(self.tree)
-            if agent is None and left:
-                msg += (f". Your changes in scope ({', '.join(left)}) are still in the work tree, uncommitted: "
-                        f"run `autoresearch record` again to record them")
-            elif agent is not None:
-                gitwork.reset_to(self.tree, parent)
-            raise ScopeViolation(msg)
-        commit = parent
-        if seq > 0 and gitwork.changed_files(self.tree):
-            commit = gitwork.commit_all(self.tree, f"exp {seq}: {proposal.description}")
-        elif seq > 0:
-            proposal.description = f"(no change) {proposal.description}"
-            return self._pending(seq, parent, parent, proposal, t0, reason="no change", status="discard")
-        return self._pending(seq, commit, parent, proposal, t0)
-
-    def _pending(self, seq, commit, parent, proposal, t0, reason=None, status=None) -> dict:
-        """Note the candidate before it runs (the resume point). `status` set: nothing to
-        run, the outcome is already known (no change, a refused or failed edit)."""
-        self.state["pending"] = {"seq": seq, "commit": commit, "parent": parent, "description": proposal.description,
-                                 "agent_seconds": time.time() - t0, **proposal.as_record(), "runs": []}
-        if status:
-            self.state["pending"]["known"] = {"status": status, "reason": reason}
-        self._save_state()
-        return self.state["pending"]
-
-    def _run(self, seq: int, pending: dict, attempt: int, display: Display) -> dict:
-        cfg = copy.deepcopy(self.cfg)
-        cfg.update(train_file=str(self.tree / "trainer" / "train.py"), quiet=True)
-        run_dir = self.dir / "runs" / f"{seq:04d}-{pending['commit'][:8]}-{attempt}-{int(time.time())}"
-        kernels_dir = self.tree / "kernels" if self.cfg["scope"] in ("kernels", "all") else None
-        display.start(seq, pending["description"], attempt, self)
-        try:
-            return experiment.run(cfg, run_dir, self.budget, own_calibration=self.calibration,
-                                  kernels_dir=kernels_dir, announce=False)
-        finally:
-            display.stop()
-
-    def keep_rule(self, current: list[float] = ()) -> KeepRule:
-        """The keep rule with the noise measured so far, the runs of the experiment being
-        decided (`current`) included (harness/keep.py)."""
-        return KeepRule.from_config(self.cfg["keep"], self.ledger.records(), self.calibration, current)
-
-    def _head(self) -> tuple[float | None, int]:
-        """The head's mean val_bpb and how many runs it is the mean of."""
-        kept = self._kept()
-        return (self.best_val(), int(kept[-1].get("runs") or 1)) if kept else (None, 0)
-
-    def _needs_confirmation(self, seq: int, runs: list[dict]) -> bool:
-        """Run the candidate again? The baseline runs keep.baseline_runs times (its spread
-        is the campaign's first noise measurement); a candidate whose gain is within the
-        noise margin is re-run up to keep.confirm_runs times."""
-        if runs[-1]["status"] != "ok":
-            return False
-        if seq == 0:
-            return len(runs) < max(1, int(self.cfg["keep"]["baseline_runs"]))
-        head, n_head = self._head()
-        vals = [r["val_bpb"] for r in runs]
-        return head is not None and self.keep_rule(vals).decide(vals, head, n_head) == "again"
-
-    def _record(self, seq: int, pending: dict, runs: list[dict], cycle_seconds: float, display: Display) -> None:
-        first, (best, n_head) = runs[0], self._head()
-        vals = [r["val_bpb"] for r in runs if r["status"] == "ok" and r["val_bpb"] is not None]
-        mean = statistics.mean(vals) if vals and len(vals) == len(runs) else None
-        rule = self.keep_rule(vals if mean is not None else [])
-        if pending.get("known"):
-            status = pending["known"]["status"]
-        elif first["status"] == "refused":
-            status = "refused"
-        elif first["status"] != "ok" or mean is None:
-            status = "crash"
-        elif seq == 0 or rule.decide(vals, best, n_head) == "keep":
-            status = "keep"
-        else:
-            status = "discard"
-        if seq == 0 and status != "keep":
-            failed = next((r for r in runs if r["status"] != "ok"), first)
-            self.state.pop("pending", None)  # nothing recorded: the next call runs the baseline afresh
-            self.state.setdefault("baseline_failures", []).append(
-                {"time": _now(), "status": failed["status"], "reason": failed.get("reason", ""),
-                 "run_dir": failed.get("run_dir")})
-            self._save_state()
-            raise BaselineFailed(failed)
-        row = self._row(seq, pending, first, status, cycle_seconds)
-        row.update(mean_val_bpb=mean, runs=len(runs), keep_rule={
-            **rule.describe(), "best_before": best, "head_runs": n_head,
-            "gain": None if best is None or mean is None else best - mean,
-            "margin": None if best is None else rule.margin(len(runs), n_head)})
-        self.ledger.append(row)
-        display.result(row)
-        for i, extra in enumerate(runs[1:], 1):
-            self.ledger.append({**self._row(seq + i, pending, extra, "confirm", 0.0), "confirms": seq,
-                                "description": f"confirm {i} of exp {seq}: {pending['description']}"})
-        if status != "keep":
-            gitwork.reset_to(self.tree, pending["parent"])
-        self.state.pop("pending", None)
-        self._save_state()
-
-    def _row(self, seq: int, pending: dict, out: dict, status: str, cycle_seconds: float) -> dict:
-        mem = out.get("peak_memory_mb")
-        row = {"seq": seq, "commit": pending["commit"][:12], "full_commit": pending["commit"],
-               "parent": pending["parent"], "val_bpb": metric(out.get("val_bpb")),
-               "memory_gb": mem / 1024 if isinstance(mem, (int, float)) else None, "status": status,
-               "description": pending["description"], "backend": self.bk.NAME, "device": out.get("device"),
-               "budget_s": out.get("budget_seconds"), "time": _now(), "experiment_status": out["status"],
-               "reason": out.get("reason", ""), "error_tail": (out.get("log_tail") or "")[-3000:],
-               "steps": out.get("num_steps"), "tokens": out.get("total_tokens"), "isolation": out.get("isolation"),
-               "mfu_percent": out.get("mfu_percent"), "training_seconds": out.get("training_seconds"),
-               "total_seconds": out.get("total_seconds"), "eval_seconds": out.get("eval_seconds"),
-               "budget_mode": out.get("budget_mode"), "calibration_id": (self.calibration or {}).get("id"),
-               "calibration_quality": (self.calibration or {}).get("quality"),
-               "calibration_cv": (self.calibration or {}).get("cv"),
-               "diff": gitwork.diff_stats(self.tree, pending["parent"], pending["commit"]),
-               "cycle_seconds": cycle_seconds, "agent": self.agent_name,
-               "agent_seconds": pending.get("agent_seconds"), "run_dir": out.get("run_dir")}
-        if status != "confirm":
-            row.update({k: v for k, v in pending.items() if k.startswith("agent_") and k != "agent_seconds"})
-        return row
 
     def report(self) -> str:
         """The ledger and where everything is, for the end of a command."""
@@ -450,7 +269,7 @@ class Campaign:
         lines = [*self.ledger.summary_lines(last=50), ""]
         if best:
             runs = best.get("runs") or 1
-            val = best.get("mean_val_bpb") or best["val_bpb"]  # the mean of its runs, as the keep rule saw it
+            val = kept_value(best)  # the mean of its runs, as the keep rule saw it
             lines.append(f"best kept: val_bpb {val:.6f}" + (f" (mean of {runs} runs)" if runs > 1 else "")
                          + f" at {best['commit']} ({best['description']})")
         bare = sum(1 for r in self.ledger.records() if r.get("isolation") == "none")
@@ -471,7 +290,3 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -109,11 +109,10 @@ def _open_campaign(cfg, reset: bool = True, agent: str | None = None, new: bool 
     from harness.display import Display
 
     keys = _command_line_keys()
-    c = Campaign(cfg, explicit=keys | {"agent"} if agent else keys)
-    if not new and not c.state_path.exists():
+    c = Campaign(cfg, explicit=keys | {"agent"} if agent else keys, agent=agent)
+    if not new and not c.exists():
         raise FileNotFoundError(f"no campaign at {c.dir}: start it with `autoresearch run agent=external "
                                 f"campaign.tag={c.cfg['campaign']['tag']} campaign.root={c.root}`")
-    c.agent_name = agent or c.agent_name
     c.open(reset=reset)
     display = Display()
     for note in c.notes:
@@ -176,13 +175,8 @@ def _record(cfg) -> None:
 @_user_errors
 def _ledger(cfg) -> None:
     from harness.campaign import Campaign
-    from harness.ledger import Ledger
 
-    c = Campaign(cfg)
-    if not (c.dir / "results.jsonl").exists():
-        raise FileNotFoundError(f"no campaign at {c.dir} (campaign.tag={c.cfg['campaign']['tag']}, backend={c.bk.NAME})")
-    c.ledger = Ledger(c.dir)
-    print(c.report(), flush=True)
+    print(Campaign.report_only(cfg).report(), flush=True)
 
 
 VERBS = {

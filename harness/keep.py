@@ -25,6 +25,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from harness.ledger import metric
+
 
 def student_t(z: float, dof: int) -> float:
     """The Student-t quantile with `dof` degrees of freedom at the normal quantile `z`
@@ -45,10 +47,11 @@ class Noise:
     def pooled(records: list[dict], calibration: dict | None = None, current: list[float] = ()) -> "Noise":
         """Pooled over the ledger's repeated commits (a row and its `confirm` rows), the
         runs of the experiment being decided (`current`) and the calibration's noise runs."""
-        groups: dict[int | str, list[float]] = {"current": [v for v in current if math.isfinite(v)]}
+        # a run with no number (None, NaN, inf) measures no noise: ledger.metric is the one rule
+        groups: dict[int | str, list[float]] = {"current": [v for v in map(metric, current) if v is not None]}
         for r in records:
-            v = r.get("val_bpb")
-            if v is None or not math.isfinite(v) or r.get("experiment_status", "ok") != "ok":
+            v = metric(r.get("val_bpb"))
+            if v is None or r.get("experiment_status", "ok") != "ok":
                 continue
             groups.setdefault(r["confirms"] if r.get("status") == "confirm" else r["seq"], []).append(v)
         ss = sum((len(g) - 1) * statistics.variance(g) for g in groups.values() if len(g) > 1)

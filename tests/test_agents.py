@@ -265,6 +265,13 @@ def test_claude_cost_cap(tree, fast_retries):
     assert len(api.requests) == 2 and e.value.partial.tokens_in == 120
 
 
+def test_claude_stopped_by_the_api_mid_proposal_says_what_was_billed(tree, fast_retries):
+    api = FakeAnthropic([tool_use("read_ledger", {}, use=usage(70, 5)), *[error(529)] * 5])
+    with pytest.raises(StopCampaign, match="529") as e:
+        claude(api).propose(ctx_for(tree))
+    assert e.value.code == 7 and e.value.partial.tokens_in == 70 and e.value.partial.cost_usd > 0
+
+
 def test_claude_nudge_turn_limit_and_errors(tree, fast_retries):
     api = FakeAnthropic([end_turn("I think we should raise the LR."),
                          tool_use("run_experiment", {"description": "x"})])

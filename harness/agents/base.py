@@ -49,12 +49,14 @@ class StopCampaign(Exception):
     """End the campaign cleanly (the loop saves state and exits); `message` says why and
     `code` is the command's exit code: 7 (the campaign cannot go on: the agent cannot
     work) unless the raiser knows better (2: a setting the user must fix; 0: a limit the
-    user set was reached)."""
+    user set was reached). `partial`: the usage of a proposal stopped half-way (requests
+    already billed), which the loop records in the ledger so no dollar goes uncounted."""
 
-    def __init__(self, message: str, code: int = 7):
+    def __init__(self, message: str, code: int = 7, partial: Proposal | None = None):
         super().__init__(message)
         self.message = message
         self.code = code
+        self.partial = partial
 
 
 class CostCapReached(StopCampaign):
@@ -63,10 +65,9 @@ class CostCapReached(StopCampaign):
 
     def __init__(self, message: str, spent_usd: float = 0.0, cap_usd: float = 0.0,
                  partial: Proposal | None = None):
-        super().__init__(message, code=0)  # a limit the user set, reached: a clean end
+        super().__init__(message, code=0, partial=partial)  # a limit the user set, reached: a clean end
         self.spent_usd = spent_usd
         self.cap_usd = cap_usd
-        self.partial = partial
 
 
 class Agent:

@@ -234,7 +234,11 @@ class ClaudeAgent(Agent):
         for turn in range(1, self.max_turns + 1):
             self._check_cap(p)
             _mark_last(messages)
-            resp = self._create(system, messages)
+            try:
+                resp = self._create(system, messages)
+            except StopCampaign as e:  # the turns answered so far were billed: the loop records them
+                e.partial = p
+                raise
             self._account(resp.usage, p)
             content = [_block(b) for b in resp.content] or [{"type": "text", "text": "..."}]
             messages.append({"role": "assistant", "content": content})

@@ -1,0 +1,86 @@
+"""What a campaign's ledger row holds: the fields of each kind of row, in one place.
+
+harness/ledger.py stores rows and knows nothing of their fields beyond the TSV's columns;
+the README's ledger section lists what the JSONL holds. Three kinds of row:
+  - an experiment (status keep, discard, crash or refused): the first run's outcome, the
+    proposal's agent usage, and (added by the loop) the mean of its runs and the keep rule;
+  - `confirm`: each further run of the same commit (the baseline's extra runs, the
+    re-runs of a gain within the noise), pointing at its experiment with `confirms`;
+  - `stopped`: no experiment: the agent was stopped mid-proposal (agent.max_cost_usd, an
+    API error) after requests that were billed; the row carries that usage so the
+    campaign's spend (the sum of agent_cost_usd) counts every dollar across resumes.
+Every row takes a seq number of its own (the ledger's key); `confirm` and `stopped` rows are
+not experiments (campaign.max_experiments does not count them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.agents import Proposal
+from harness.campaign_state import Pending, stamp
+from harness.ledger import metric
+
+CONFIRM, STOPPED = "confirm", "stopped"
+NOT_EXPERIMENTS = (CONFIRM, STOPPED)
+
+
+def kept_value(record: dict) -> float | None:
+    """A kept row's val_bpb as the keep rule saw it: the mean of its runs (or its one run)."""
+    mean = metric(record.get("mean_val_bpb"))
+    return mean if mean is not None else metric(record)
+
+
+def is_experiment(record: dict) -> bool:
+    """A proposal after the baseline (what campaign.max_experiments counts)."""
+    return record["seq"] > 0 and record.get("status") not in NOT_EXPERIMENTS
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """What every row of one campaign call shares."""
+    backend: str
+    agent: str
+    calibration: dict | None
+
+
+def _base(ctx: RowContext, seq: int, commit: str, parent: str, status: str, description: str) -> dict:
+    return {"seq": seq, "commit": commit[:12], "full_commit": commit, "parent": parent, "val_bpb": None,
+            "memory_gb": None, "status": status, "description": description, "backend": ctx.backend}
+
+
+def experiment_row(ctx: RowContext, seq: int, pending: Pending, out: dict, status: str, cycle_seconds: float,
+                   diff: dict) -> dict:
+    """The row of one run of `pending` (`out`: experiment.run's summary); a `confirm` row
+    carries no agent usage (the experiment's row has it, once)."""
+    mem, cal = out.get("peak_memory_mb"), ctx.calibration or {}
+    row = {**_base(ctx, seq, pending.commit, pending.parent, status, pending.description),
+           "val_bpb": metric(out.get("val_bpb")),
+           "memory_gb": mem / 1024 if isinstance(mem, (int, float)) else None,
+           "device": out.get("device"), "budget_s": out.get("budget_seconds"), "time": stamp(),
+           "experiment_status": out["status"], "reason": out.get("reason", ""),
+           "error_tail": (out.get("log_tail") or "")[-3000:], "steps": out.get("num_steps"),
+           "tokens": out.get("total_tokens"), "isolation": out.get("isolation"),
+           "mfu_percent": out.get("mfu_percent"), "training_seconds": out.get("training_seconds"),
+           "total_seconds": out.get("total_seconds"), "eval_seconds": out.get("eval_seconds"),
+           "budget_mode": out.get("budget_mode"), "calibration_id": cal.get("id"),
+           "calibration_quality": cal.get("quality"), "calibration_cv": cal.get("cv"), "diff": diff,
+           "cycle_seconds": cycle_seconds, "agent": ctx.agent, "agent_seconds": pending.agent_seconds,
+           "run_dir": out.get("run_dir")}
+    if status != CONFIRM:
+        row.update(pending.usage)
+    return row
+
+
+def confirm_row(ctx: RowContext, pending: Pending, attempt: int, out: dict, diff: dict) -> dict:
+    """Run `attempt` (1, 2...) beyond the first of the experiment `pending`."""
+    row = experiment_row(ctx, pending.seq + attempt, pending, out, CONFIRM, 0.0, diff)
+    return {**row, "confirms": pending.seq,
+            "description": f"confirm {attempt} of exp {pending.seq}: {pending.description}"}
+
+
+def stopped_row(ctx: RowContext, seq: int, kept: str, partial: Proposal, why: str, agent_seconds: float) -> dict:
+    """A proposal the agent was stopped in (nothing committed, nothing run: its commit is
+    the kept one), with the usage it was billed for."""
+    return {**_base(ctx, seq, kept, kept, STOPPED, f"(stopped) {why}"), "time": stamp(),
+            "experiment_status": None, "reason": why, "agent": ctx.agent, "agent_seconds": agent_seconds,
+            **partial.as_record()}
