@@ -69,3 +69,22 @@ def remove_campaign(tag: str, root: Path, backend: str = "cpu") -> None:
     saved = git("branch", "--list", "--format=%(refname:short)", f"autoresearch-saved/{tag}/*").split()
     for branch in [f"autoresearch/{tag}/{backend}", *saved]:
         git("branch", "-D", branch)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """A verb run in-process (cli.main) lets Hydra configure logging: root at ERROR and every
+    logger that exists disabled. Put it back after each test, so a later test that reads
+    the log (caplog) does not depend on which tests ran before it."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    disabled = {name: lg.disabled for name, lg in logging.Logger.manager.loggerDict.items()
+                if isinstance(lg, logging.Logger)}
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    for name, lg in logging.Logger.manager.loggerDict.items():
+        if isinstance(lg, logging.Logger):
+            lg.disabled = disabled.get(name, False)

@@ -78,7 +78,7 @@ def test_faults_with_scripted_agent(cache_dir, campaign, tmp_path):
     edits = [
         {"description": "raises", "path": t, "old": "def main():\n", "new": "def main():\n    raise RuntimeError('agent bug')\n"},
         {"description": "syntax error", "path": t, "old": "def main():", "new": "def main(:"},
-        {"description": "nan loss", "path": t, "old": "loss_f = train_loss.item()", "new": "loss_f = float('nan')"},
+        {"description": "nan loss", "path": t, "old": "loss_f, epoch, ended = out\n", "new": "loss_f, epoch, ended = out\n        loss_f = float('nan')\n"},
         {"description": "hangs", "path": t, "old": "def main():\n", "new": "def main():\n    time.sleep(600)\n"},
         {"description": "outside scope", "path": "trainer/prepare.py", "old": "EVAL_TOKENS: int", "new": "EVAL_TOKENS: float"},
         {"description": "../ traversal", "path": "../../outside.py", "content": "x = 1\n"},

@@ -84,7 +84,7 @@ def stub_experiments(monkeypatch, values):
     """experiment.run returns these val_bpb values in turn, at once."""
     vals = iter(values)
 
-    def run(cfg, run_dir, own_calibration=None, kernels_dir=None, announce=True, budget=None):
+    def run(cfg, run_dir, budget, own_calibration=None, kernels_dir=None, announce=True):
         run_dir.mkdir(parents=True, exist_ok=True)
         return {"status": "ok", "val_bpb": next(vals), "run_dir": str(run_dir), "budget_seconds": budget.seconds,
                 "budget_mode": budget.mode, "isolation": "none"}
