@@ -278,7 +278,9 @@ def test_claude_nudge_turn_limit_and_errors(tree, fast_retries):
     assert claude(api).propose(ctx_for(tree)).description == "x"
     assert "run_experiment" in api.requests[1]["body"]["messages"][-1]["content"][0]["text"]
     api = FakeAnthropic([tool_use("list_files", {})] * 2)
-    assert claude(api, max_turns=2).propose(ctx_for(tree)) is None
+    with pytest.raises(StopCampaign, match="no edit in 2 turns") as e:  # a clean end that carries its spend
+        claude(api, max_turns=2).propose(ctx_for(tree))
+    assert e.value.code == 0 and e.value.partial.cost_usd > 0 and e.value.partial.tokens_in > 0
     api = FakeAnthropic([tool_use("replace_in_file", {"path": "train.py", "old": "DEPTH = 4",
                                                       "new": "DEPTH = 5"})])
     p = claude(api, max_turns=1).propose(ctx_for(tree))

@@ -225,7 +225,7 @@ class ClaudeAgent(Agent):
             return f"error: {e}", True
 
     # ------------------------------------------------------------------ the proposal
-    def propose(self, ctx: Context) -> Proposal | None:
+    def propose(self, ctx: Context) -> Proposal:
         p = Proposal("")
         system = [{"type": "text", "text": self.system_prompt(ctx),
                    "cache_control": dict(EPHEMERAL)}]
@@ -264,8 +264,11 @@ class ClaudeAgent(Agent):
         if edits:
             p.description = f"(turn limit reached) {'; '.join(edits)}"
             return p
+        # Nothing to run, but its turns were billed: a stop that carries them (a None would
+        # end the campaign with this proposal's dollars uncounted in the ledger).
         log.warning("claude: no edit after %d turns; nothing more to try", self.max_turns)
-        return None
+        raise StopCampaign(f"the agent made no edit in {self.max_turns} turns (agent.max_turns): nothing more "
+                           f"to try", code=0, partial=p)
 
     def _log(self, p: Proposal, turns: int) -> None:
         log.info("claude: %d turns, tokens in %d out %d cache read %d write %d, $%.4f "
