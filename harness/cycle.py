@@ -16,7 +16,7 @@ import copy
 import time
 from datetime import datetime
 
-from harness import experiment, gitwork, ledger_rows
+from harness import experiment, gitwork, ledger_rows, stops
 from harness.agents import Context, Proposal, StopCampaign
 from harness.campaign_state import Known, Pending
 from harness.display import Display
@@ -86,8 +86,10 @@ def _propose(c, seq: int, agent, program: str, description: str | None,
             status = "refused" if isinstance(e, ScopeError) else "crash"
             return _note(c, seq, parent, parent, Proposal(f"({status} edit) {e}"), t0,
                          Known(status, f"the agent's edit failed: {e}"))
-        except StopCampaign as e:  # stopped mid-proposal: what it was billed for is recorded
-            _record_stopped(c, seq, parent, e, time.time() - t0, display)
+        except (StopCampaign, KeyboardInterrupt) as e:  # stopped mid-proposal (a limit, an API error,
+            # Ctrl-C, SIGTERM): what it was billed for is recorded
+            why = e.message if isinstance(e, StopCampaign) else f"{stops.reason(e)} during the proposal"
+            _record_stopped(c, seq, parent, getattr(e, "partial", None), why, time.time() - t0, display)
             raise
         if proposal is None:
             return None
@@ -109,17 +111,15 @@ def _note(c, seq: int, commit: str, parent: str, proposal: Proposal, t0: float,
     return pending
 
 
-def _record_stopped(c, seq: int, parent: str, stop: StopCampaign, agent_seconds: float,
+def _record_stopped(c, seq: int, parent: str, partial: Proposal | None, why: str, agent_seconds: float,
                     display: Display) -> None:
     """A proposal stopped half-way that was billed: a `stopped` row carries its usage, so the
     campaign's spend (the ledger's sum) survives the stop and any resume."""
-    partial = stop.partial
     if partial is None or not (partial.cost_usd or partial.tokens_in or partial.tokens_out
                                or partial.cache_read or partial.cache_write):
         return  # stopped before a request: nothing was billed, nothing to record
     gitwork.reset_to(c.tree, parent)  # its edits are not an experiment
-    row = c.ledger.append(ledger_rows.stopped_row(c.row_context(), seq, parent, partial, stop.message,
-                                                  agent_seconds))
+    row = c.ledger.append(ledger_rows.stopped_row(c.row_context(), seq, parent, partial, why, agent_seconds))
     display.result(row)
 
 

@@ -190,3 +190,48 @@ def test_spend_survives_a_cost_cap_reached_mid_proposal_and_a_resume(cache_dir, 
     assert c.agent.spent_usd == pytest.approx(sum(billed), abs=1e-6)
     brief = api["now"].requests[0]["body"]["messages"][0]["content"][0]["text"]
     assert "Last experiment: baseline" in brief  # the stopped proposal is not an experiment to learn from
+
+
+def test_spend_survives_ctrl_c_mid_proposal_and_a_turn_limit_without_an_edit(cache_dir, where, monkeypatch):
+    """Ctrl-C (or SIGTERM) while the agent converses, and a proposal that runs out of turns
+    with no edit: both end the proposal, and both leave a `stopped` row with what the API
+    billed, so the spend after a resume is the sum of every response."""
+    from harness import campaign as C
+    from harness.agents.claude import ClaudeAgent
+    from harness.agents.prices import cost_usd, price_for
+    from tests.fake_anthropic import FakeAnthropic, tool_use, usage
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-not-a-real-key")
+    api = {}
+    monkeypatch.setattr(C, "make_agent", lambda cfg, seed: ClaudeAgent(cfg, seed, http_client=api["now"].client()))
+    stub_experiments(monkeypatch, [1.0])
+    price = price_for(compose_dict("run", ["agent=claude"])["agent"]["model"])
+    bills = [usage(100, 20), usage(60, 10, cache_read=500), usage(70, 5), usage(90, 25, cache_read=300)]
+    billed = [cost_usd(price, u["input_tokens"], u["output_tokens"], u["cache_creation_input_tokens"],
+                       u["cache_read_input_tokens"]) for u in bills]
+    real_tool = ClaudeAgent._tool
+
+    def interrupted_edit(self, name, args, ctx, edits):
+        if name == "replace_in_file":
+            raise KeyboardInterrupt  # what Ctrl-C (or SIGTERM, through harness/stops.py) raises mid-proposal
+        return real_tool(self, name, args, ctx, edits)
+
+    monkeypatch.setattr(ClaudeAgent, "_tool", interrupted_edit)
+    api["now"] = FakeAnthropic([tool_use("read_ledger", {}, use=bills[0]),
+                                tool_use("replace_in_file", {"path": "trainer/train.py", "old": "x", "new": "y"},
+                                         use=bills[1])])
+    with pytest.raises(KeyboardInterrupt):
+        run_campaign(where, "agent=claude", "campaign.max_experiments=3")
+    c, _, _, _ = run_campaign(where, "agent=claude", "campaign.max_experiments=0")  # reads the ledger back
+    recs = rows(c)
+    assert [(r["seq"], r["status"]) for r in recs] == [(0, "keep"), (1, "stopped")]
+    assert recs[1]["reason"] == "interrupted by the user during the proposal"
+    assert recs[1]["agent_cost_usd"] == pytest.approx(sum(billed[:2]), abs=1e-6)
+
+    monkeypatch.setattr(ClaudeAgent, "_tool", real_tool)
+    api["now"] = FakeAnthropic([tool_use("list_files", {}, use=bills[2]), tool_use("list_files", {}, use=bills[3])])
+    c, why, code, _ = run_campaign(where, "agent=claude", "agent.max_turns=2", "campaign.max_experiments=3")
+    assert code == 0 and "no edit in 2 turns" in why, why
+    recs = rows(c)
+    assert [(r["seq"], r["status"]) for r in recs] == [(0, "keep"), (1, "stopped"), (2, "stopped")]
+    assert c.agent_spent() == pytest.approx(sum(billed), abs=1e-6) and c.experiments_done() == 0

@@ -227,6 +227,14 @@ class ClaudeAgent(Agent):
     # ------------------------------------------------------------------ the proposal
     def propose(self, ctx: Context) -> Proposal:
         p = Proposal("")
+        try:
+            return self._converse(ctx, p)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM mid-proposal: the loop records what was billed
+            e.partial = p
+            raise
+
+    def _converse(self, ctx: Context, p: Proposal) -> Proposal:
+        """The proposal's conversation; `p` accumulates its usage as responses arrive."""
         system = [{"type": "text", "text": self.system_prompt(ctx),
                    "cache_control": dict(EPHEMERAL)}]
         messages: list[dict] = [{"role": "user", "content": self.brief(ctx)}]
