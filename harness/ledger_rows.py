@@ -7,7 +7,8 @@ the README's ledger section lists what the JSONL holds. Three kinds of row:
   - `confirm`: each further run of the same commit (the baseline's extra runs, the
     re-runs of a gain within the noise), pointing at its experiment with `confirms`;
   - `stopped`: no experiment: the agent was stopped mid-proposal (agent.max_cost_usd, an
-    API error) after requests that were billed; the row carries that usage so the
+    API error, agent.max_turns without an edit, Ctrl-C or SIGTERM) after requests that
+    were billed; the row carries that usage so the
     campaign's spend (the sum of agent_cost_usd) counts every dollar across resumes.
 Every row takes a seq number of its own (the ledger's key); `confirm` and `stopped` rows are
 not experiments (campaign.max_experiments does not count them).
