@@ -88,3 +88,15 @@ def _logging_as_it_was():
     for name, lg in logging.Logger.manager.loggerDict.items():
         if isinstance(lg, logging.Logger):
             lg.disabled = disabled.get(name, False)
+
+
+@pytest.fixture()
+def where(request, tmp_path):
+    """(tag, campaign.root) of a campaign of this test's own, removed afterwards (its work
+    tree and branches included: they live in the project's repository)."""
+    import uuid
+
+    tag = f"{request.module.__name__.rpartition('test_')[2].replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+    root = tmp_path / "campaigns"
+    yield tag, root
+    remove_campaign(tag, root)

@@ -2,18 +2,18 @@
 
 All in this process (the compose API, and the CLI's main): no experiment runs.
 """
-import subprocess
 from dataclasses import fields
 
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from harness import checks, cli, stops
+from harness import checks
 from harness.agent_config import SCHEMAS, ClaudeAgentConf, agent_keys, keys_of
 from harness.agents.registry import AGENTS
 from harness.campaign import resolve_agent_name
 from harness.checks import ConfigError
 from harness.config import compose_dict
+from tests.inproc import in_process
 
 COMMON = {"name", "seed"}
 # one override per key each agent has, with a value of the key's type
@@ -73,16 +73,6 @@ def test_plus_overrides_of_any_agents_key_pass_check_overrides():
         checks.check_overrides(["run", arg])
     with pytest.raises(ConfigError, match="unknown config key 'agent.max_turn'"):
         checks.check_overrides(["run", "+agent.max_turn=3"])
-
-
-def in_process(capsys, monkeypatch, *args) -> subprocess.CompletedProcess:
-    """`autoresearch ARGS` in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(stops, "install", lambda: None)  # leave pytest's signal handlers alone
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        cli.main(list(args))
-    cap = capsys.readouterr()
-    return subprocess.CompletedProcess(args, e.value.code, cap.out, cap.err)
 
 
 def test_cli_refuses_another_agents_key(tmp_path, capsys, monkeypatch):

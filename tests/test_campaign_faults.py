@@ -6,11 +6,10 @@ goes on. Also the default keep rule: the baseline runs three times, and its spre
 the noise the first candidate is judged against."""
 import json
 import subprocess
-import uuid
 
 import pytest
 
-from tests.conftest import remove_campaign, run_cli
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +22,6 @@ def git(tree, *args):
 def rows(d):
     path = d / "results.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-@pytest.fixture()
-def where(tmp_path):
-    tag, root = f"faults-{uuid.uuid4().hex[:8]}", tmp_path / "campaigns"
-    yield tag, root
-    remove_campaign(tag, root)
 
 
 def test_a_campaign_goes_on_through_its_faults(cache_dir, where):

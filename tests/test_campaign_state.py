@@ -6,7 +6,6 @@ claude agent talks to the local stand-in of the Messages API (tests/fake_anthrop
 import io
 import json
 import subprocess
-import uuid
 
 import pytest
 
@@ -15,7 +14,6 @@ from harness.agents import Proposal
 from harness.campaign_state import CampaignState, Known, Pending
 from harness.config import compose_dict
 from harness.decision import KeepDecision
-from tests.conftest import remove_campaign
 
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
@@ -72,13 +70,6 @@ def test_a_run_with_no_number_is_one_rule(tmp_path):
 
 
 # ----------------------------------------------------------------- campaigns, experiments stubbed
-
-@pytest.fixture()
-def where(tmp_path):
-    tag, root = f"state-{uuid.uuid4().hex[:8]}", tmp_path / "campaigns"
-    yield tag, root
-    remove_campaign(tag, root)
-
 
 def stub_experiments(monkeypatch, values):
     """experiment.run returns these val_bpb values in turn, at once."""

@@ -16,6 +16,7 @@ from harness import cli, fixed, gitwork, stops
 from harness.agents import StopCampaign
 from harness.config import compose, compose_dict
 from tests.conftest import FAST, ROOT, run_cli
+from tests.inproc import in_process
 
 
 def one_line_error(res, code: int, *words: str) -> str:
@@ -144,16 +145,6 @@ def test_save_work_keeps_commits_and_edits_on_a_branch(tmp_path):
 
 
 # ----------------------------------------------------------------- commands that must fail early
-
-def in_process(capsys, monkeypatch, *args):
-    """`autoresearch ARGS` in this process (no interpreter start-up): (exit code, stderr)."""
-    monkeypatch.setattr(stops, "install", lambda: None)  # leave pytest's own signal handlers alone
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        cli.main(list(args))
-    cap = capsys.readouterr()
-    return subprocess.CompletedProcess(args, e.value.code, cap.out, cap.err)
-
 
 def test_commands_that_cannot_work_fail_before_making_anything(tmp_path, capsys, monkeypatch):
     root = tmp_path / "campaigns"
