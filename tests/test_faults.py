@@ -15,7 +15,7 @@ import pytest
 from harness import cli, fixed, gitwork, stops
 from harness.agents import StopCampaign
 from harness.config import compose, compose_dict
-from tests.conftest import FAST, ROOT, run_cli
+from tests.conftest import FAST, ROOT
 from tests.inproc import in_process
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from harness import sandbox
 from harness.sandbox import landlock, macos, seccomp
-from harness.sandbox import _abi_notes
+from harness.sandbox.policy import _abi_notes
 from tests.sandbox_helpers import PRELUDE, block_syscall, confined, launch, run_bpf
 
 SUP = sandbox.support()

@@ -17,7 +17,7 @@ namespaces; setsid/setpgid succeed without effect, so one killpg stops everythin
 execs the command. Paths in a policy that do not exist are skipped.
 """
 from harness.sandbox.policy import (BACKENDS, LAUNCH, SCRATCH_VARS, Policy, SandboxUnavailable, Support,
-                                    _abi_notes, base_policy, scratch_env, support, wrap)
+                                    base_policy, scratch_env, support, wrap)
 from harness.sandbox.selftest import selftest
 
 __all__ = ["BACKENDS", "LAUNCH", "SCRATCH_VARS", "Policy", "SandboxUnavailable", "Support", "base_policy",
