@@ -207,11 +207,14 @@ class GPT(nn.Module):
             x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None
             x = block(x, ve, cos, sin, self.windows[i])
-        logits = self.lm_head(norm(x)).float()  # (B, T, V), fp32 from here on
-        logits = self.config.softcap * torch.tanh(logits / self.config.softcap)
+        x = norm(x)
         if targets is None:
-            return logits
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            logits = self.lm_head(x).float()  # (B, T, V), fp32 from here on
+            return self.config.softcap * torch.tanh(logits / self.config.softcap)
+        # the same softcapped cross-entropy, fused with lm_head: on a GPU the (B*T, V) fp32
+        # logits are never held whole (kernels/linear_cross_entropy.py)
+        return kernels.linear_cross_entropy(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1),
+                                            self.config.softcap, ignore_index=-1)
 
     def param_groups(self) -> dict:
         """Parameters by role, which decides optimizer and LR. Covers every parameter once."""

@@ -144,7 +144,7 @@ def _measure(cfg: dict, bk, log) -> dict:
         tmp = Path(tmp)
         settings = {"data": cfg["data"], "model": cfg["model"], "budget": {"mode": "wall", "seconds": 1.0}}
         (tmp / "run_config.json").write_text(json.dumps(settings))
-        env = proc.child_env(bk.NAME, cfg["backend"].get("threads"), tmp / "run_config.json")
+        env = proc.child_env(bk.NAME, cfg["backend"].get("threads"), tmp / "run_config.json", kernels="auto")
         # one short in-process window: its tokens/s is kept for reference only
         env["AUTORESEARCH_CALIBRATE"] = json.dumps({**ccfg, "repeats": 1, "window_seconds": 1.0})
         env["AUTORESEARCH_SPAWN"] = repr(time.monotonic())

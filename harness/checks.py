@@ -203,6 +203,13 @@ def _agent_keys(cfg: dict) -> str:
     return key_problem(cfg["agent"]) if isinstance(cfg["agent"], dict) else ""
 
 
+def _kernel_names(cfg: dict) -> str:
+    from kernels.registry import NAMES  # kernels imports no Triton: cheap
+
+    unknown = [n for n in cfg["kernels"]["only"] or [] if n not in NAMES]
+    return (f"kernels.only: no kernel {unknown[0]!r}; the kernels: {', '.join(NAMES)}" if unknown else "")
+
+
 RULES: list[tuple[tuple[str, ...], Callable[[dict], str]]] = [
     # (the keys a rule reads, the rule): a config lacking one skips the rule
     (("budget.mode", "budget.seconds", "budget.max_seconds", "budget.force"), _wall_budget),
@@ -210,6 +217,7 @@ RULES: list[tuple[tuple[str, ...], Callable[[dict], str]]] = [
     (("model.width", "model.head_dim"), _heads),
     (("model.total_batch_size", "model.device_batch_size", "data.max_seq_len"), _batch),
     (("model.window_pattern",), _window_pattern),
+    (("kernels.only",), _kernel_names),
     (("campaign.tag",), _campaign_tag),
     (("agent.name",), _agent_keys),
 ]

@@ -21,6 +21,8 @@ from harness.config import CONF_DIR, register, to_dict
 
 EXIT_USAGE = 2  # a bad request (no traceback): bad budget, missing file, unavailable backend
 _DESCRIPTION: str | None = None  # `record -m TEXT`: taken off the command line before Hydra parses it
+_SUBVERB: str | None = None  # `kernels check` / `kernels bench`
+KERNEL_VERBS = ("check", "bench")
 
 
 def _os_problem(e: OSError) -> str:
@@ -179,6 +181,19 @@ def _ledger(cfg) -> None:
     print(Campaign.report_only(cfg).report(), flush=True)
 
 
+@_user_errors
+def _kernels(cfg) -> None:
+    if _SUBVERB == "check":
+        from harness import kernel_check
+
+        report = kernel_check.run(cfg)
+        print(report.summary(), flush=True)
+        raise SystemExit(0 if report.ok else 1)
+    from harness import kernel_bench
+
+    kernel_bench.run(cfg)
+
+
 VERBS = {
     "prepare": (_prepare, "download/extract the corpus and train the tokenizer (cached)"),
     "calibrate": (_calibrate, "measure this device (matmul, bandwidth, reference-workload tokens/s); cached"),
@@ -186,6 +201,7 @@ VERBS = {
     "run": (_run, "run (or resume) a campaign: agent edits, experiment, keep or revert, repeat"),
     "record": (_record, "external agent: commit the work tree's edits, run and record one experiment"),
     "ledger": (_ledger, "show a campaign's ledger and its best kept experiment"),
+    "kernels": (_kernels, "kernels check: each Triton kernel against its reference; kernels bench: their speed"),
 }
 CONFIG_OF = {"record": "run", "ledger": "run"}  # verbs that share another verb's config
 
@@ -222,7 +238,7 @@ def take_description(args: list[str]) -> tuple[list[str], str | None]:
 def main(argv: list[str] | None = None) -> None:
     import hydra
 
-    global _DESCRIPTION
+    global _DESCRIPTION, _SUBVERB
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -233,6 +249,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     if verb == "record":
         rest, _DESCRIPTION = take_description(rest)
+    if verb == "kernels":
+        if not rest or rest[0] not in KERNEL_VERBS:
+            print("autoresearch kernels: say what: `autoresearch kernels check` or `autoresearch kernels bench`",
+                  file=sys.stderr)
+            raise SystemExit(EXIT_USAGE)
+        _SUBVERB, rest = rest[0], rest[1:]
     from harness.checks import ConfigError, check_overrides
 
     try:  # Hydra adds unknown `+key=` overrides without a word: refused, as any unknown key

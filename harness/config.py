@@ -7,7 +7,7 @@ conf/agent/<name>.yaml brings in: each agent accepts only its own keys.
 """
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -105,6 +105,21 @@ class Isolation(str, Enum):
     off = "off"  # no sandbox: results are not tamper-proof
 
 
+class KernelMode(str, Enum):
+    auto = "auto"  # Triton on CUDA/ROCm, the reference elsewhere or when Triton fails (one warning)
+    reference = "reference"  # the pure-torch references everywhere
+    triton = "triton"  # Triton or a loud error (on CPU only under TRITON_INTERPRET=1)
+
+
+@dataclass
+class KernelsConf:
+    mode: KernelMode = KernelMode.auto  # the training child's AUTORESEARCH_KERNELS; evaluation always uses the references
+    seed: int = 0  # kernels check: the inputs are drawn from this seed (and the next ones)
+    only: Optional[List[str]] = None  # kernels check/bench: these kernels only (rms_norm, apply_rotary, linear_cross_entropy)
+    csv: str = "kernel_bench.csv"  # kernels bench: rows are appended here (relative: to the working directory)
+    repeats: int = 10  # kernels bench: timed repetitions per measurement (the median is kept)
+
+
 class Scope(str, Enum):
     train = "train"  # trainer/train.py
     kernels = "kernels"  # kernels/*.py (Triton kernels; the references stay immutable)
@@ -143,6 +158,7 @@ class Config:
     campaign: CampaignConf = field(default_factory=CampaignConf)
     keep: KeepConf = field(default_factory=KeepConf)
     scope: Scope = Scope.train
+    kernels: KernelsConf = field(default_factory=KernelsConf)
     isolation: Isolation = Isolation.auto  # the sandbox for everything the agent wrote
     description: str = ""  # autoresearch record: what the external agent changed
     train_file: Optional[str] = None  # train.py to run; None = the project's trainer/train.py

@@ -93,7 +93,8 @@ def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: di
     try:
         overlay = [_kernels_overlay(scratch, kernels_dir)] if kernels_dir is not None else []
         env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), scratch / "run_config.json",
-                           scratch / training.HANDOVER_FILE, overlay), **iso.env(scratch)}
+                                scratch / training.HANDOVER_FILE, overlay, kernels=cfg["kernels"]["mode"]),
+               **iso.env(scratch)}
         cmd = iso.wrap([sys.executable, "train.py"], iso.training_policy(scratch, kernels_dir))
         t = training.run(cmd, scratch=scratch, handover=handover, env=env, feed=feed,
                          log=run_dir / "train.log", echo=not cfg.get("quiet", False), backend=bk.NAME)
@@ -164,8 +165,9 @@ def _evaluate(cfg: dict, bk, iso: isolation.Isolation, lim: limits.Limits, run_d
         scratch = run_dir / f"runner-{name}"
         scratch.mkdir(parents=True, exist_ok=True)
         r = score.Runner(name, spec.batch_rows, T, spec.vocab)
-        env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), handover / "run_config.json", None),
-               **iso.env(scratch), runner_mod.ENV_RUNNER: r.env_value(handover), "AUTORESEARCH_KERNELS": "reference"}
+        env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), handover / "run_config.json", None,
+                                kernels="reference"),  # the metric runs on the references, always
+               **iso.env(scratch), runner_mod.ENV_RUNNER: r.env_value(handover)}
         cmd = iso.wrap([sys.executable, "-m", "harness.runner"], iso.runner_policy(scratch, handover))
         return r.started(proc.Child.start(cmd, cwd=scratch, env=env, log=run_dir / f"eval-{name}.log",
                                           pass_fds=r.fds()))

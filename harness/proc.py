@@ -33,9 +33,10 @@ SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
 
 
 def child_env(backend: str, threads, run_config: Path | None, model_out: Path | None = None,
-              first_paths: list[Path] = ()) -> dict:
+              first_paths: list[Path] = (), kernels: str | None = None) -> dict:
     """The environment of a child the harness starts: the harness's own, minus anything that
-    looks like a credential (the agent's code has no business with API keys)."""
+    looks like a credential (the agent's code has no business with API keys). `kernels`:
+    the kernel dispatch's mode in the child (kernels/registry.py; None: the harness's own)."""
     env = {k: v for k, v in os.environ.items() if not SECRET.search(k)}
     env.update(backends.process_env())
     env.update({
@@ -51,6 +52,8 @@ def child_env(backend: str, threads, run_config: Path | None, model_out: Path | 
         env["AUTORESEARCH_MODEL_OUT"] = str(model_out)
     if threads:
         env[backends.ENV_THREADS] = str(threads)
+    if kernels is not None:
+        env["AUTORESEARCH_KERNELS"] = kernels
     return env
 
 

@@ -53,8 +53,10 @@ def measure(cfg: dict, bk, seconds: float, windows: int, log=print, on_start=Non
         feed = Feed(data, budget, warmup_tokens=limits.warmup_tokens(cfg), allowance=STARTUP_LIMIT,
                     grace=max(2.0, 0.1 * seconds), first_rows=int(cfg["model"]["device_batch_size"]), keep_times=True)
         try:
+            # the project's kernels as shipped, whatever kernels.mode an experiment asks for: a
+            # device's throughput must not depend on a user's setting
             env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), scratch / "run_config.json",
-                                    scratch / training.HANDOVER_FILE), **iso.env(scratch)}
+                                    scratch / training.HANDOVER_FILE, kernels="auto"), **iso.env(scratch)}
             cmd = iso.wrap([sys.executable, "train.py"], iso.training_policy(scratch))
             log(f"calibrate: training the frozen baseline for {seconds:g} s as an experiment would "
                 f"(isolation {iso.label}) ...")

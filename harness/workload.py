@@ -41,8 +41,12 @@ BASELINE = Path(__file__).resolve().parent / "baseline_train.py"
 
 
 def workload_version() -> str:
-    """Hash of the frozen workload: a new baseline invalidates old calibrations."""
-    return "v1-" + hashlib.sha256(BASELINE.read_bytes()).hexdigest()[:10]
+    """Hash of the frozen workload, the baseline and the project's kernels it runs: a new
+    baseline or a changed kernel invalidates old calibrations (throughput depends on both)."""
+    h = hashlib.sha256(BASELINE.read_bytes())
+    for path in sorted((BASELINE.parent.parent / "kernels").glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return "v1-" + h.hexdigest()[:10]
 
 
 def _best_seconds(fn, reps: int, sync) -> float:

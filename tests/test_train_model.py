@@ -66,7 +66,13 @@ def _stub_kernels():
         x1, x2 = x[..., :d], x[..., d:]
         return torch.cat((x1 * cos + x2 * sin, -x1 * sin + x2 * cos), dim=-1)
 
-    return types.SimpleNamespace(__name__="kernels", rms_norm=rms_norm, apply_rotary=apply_rotary)
+    def linear_cross_entropy(hidden, weight, targets, softcap, ignore_index=-1):
+        logits = (hidden @ weight.t()).float()
+        logits = softcap * torch.tanh(logits / softcap)
+        return torch.nn.functional.cross_entropy(logits, targets, ignore_index=ignore_index)
+
+    return types.SimpleNamespace(__name__="kernels", rms_norm=rms_norm, apply_rotary=apply_rotary,
+                                 linear_cross_entropy=linear_cross_entropy)
 
 
 def _stub_backends():
