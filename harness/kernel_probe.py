@@ -34,7 +34,7 @@ ALLOWED_OPS = {
     "expand", "squeeze", "unsqueeze", "flatten", "select", "slice", "narrow", "split", "split_with_sizes",
     "unbind", "_to_copy", "to", "_reshape_alias", "mm", "addmm", "bmm", "matmul", "baddbmm", "set_", "resize_",
     "mul", "mul_", "div", "div_", "add", "add_", "sub", "sub_", "sum", "arange", "scalar_tensor", "item",
-    "_local_scalar_dense", "is_nonzero", "eq", "ne", "count_nonzero",
+    "_local_scalar_dense", "is_nonzero", "eq", "ne", "count_nonzero", "clamp", "clamp_min", "reciprocal",
 }
 
 

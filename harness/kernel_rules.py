@@ -42,12 +42,13 @@ BANNED_ATTRS = {
 TORCH_CALLS = {"empty", "empty_like", "empty_strided", "zeros", "zeros_like", "full", "full_like", "ones",
                "ones_like", "arange", "mm", "matmul", "addmm", "bmm", "is_tensor", "is_floating_point",
                "finfo", "iinfo", "device", "Size", "tensor", "no_grad", "get_device_properties",
-               "current_device", "is_grad_enabled", "promote_types", "result_type", "cdiv"}
+               "current_device", "is_grad_enabled", "promote_types", "result_type", "cdiv",
+               "is_autocast_enabled", "get_autocast_dtype", "autocast", "enable_grad"}
 # tensor methods that compute a result torch-side (what the kernel is for)
 TENSOR_MATH = {"exp", "log", "tanh", "rsqrt", "sqrt", "pow", "mean", "softmax", "log_softmax", "logsumexp",
                "cross_entropy", "nll_loss", "norm", "var", "std", "max", "min", "amax", "amin", "cumsum",
                "gather", "scatter", "scatter_add", "index_select", "where", "sigmoid", "sin", "cos", "neg",
-               "abs", "square", "reciprocal", "clamp", "lerp", "addcmul", "addcdiv", "cat", "stack", "roll",
+               "abs", "square", "reciprocal", "lerp", "addcmul", "addcdiv", "cat", "stack", "roll",
                "flip", "rms_norm", "layer_norm", "einsum", "prod", "argmax", "topk", "sort"}
 
 
