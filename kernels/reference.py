@@ -3,10 +3,17 @@ import torch
 import torch.nn.functional as F
 
 
-def rms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Parameterless RMSNorm over the last dim; computed in fp32, returned in x's dtype."""
+def rms_norm(x: torch.Tensor, eps: float = 1e-6, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """RMSNorm over the last dim; computed in fp32, returned in x's dtype.
+
+    Without a weight it is parameterless (what train.py uses); with one (shape (C,)) the
+    normed fp32 values are scaled by it, still in fp32, before the one cast to x's dtype.
+    """
     xf = x.float()
-    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    if weight is not None:
+        y = y * weight.float()
+    return y.to(x.dtype)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
