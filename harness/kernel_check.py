@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import backends
-from harness import isolation, kernel_rules, proc
+from harness import isolation, kernel_rules, proc, workdir
 from harness.guard import ROOT
 from harness.kernel_cases import Case, cases
 
@@ -82,7 +82,7 @@ def judge(case: Case, given: dict, result: dict) -> list[str]:
     where = f"{case.kernel} {case.label}"
     if "error" in result:
         return [f"{where}: raised {result['error']}"]
-    problems = []
+    problems = [f"{where}: the backward raised {result['backward_error']}"] if result.get("backward_error") else []
     want_b, _ = case.reference(given["b"])
     want_c, grads_c = case.reference(given["c"])
     checks = [("output (fresh inputs)", result["out_b"], want_b),
@@ -105,6 +105,7 @@ def judge(case: Case, given: dict, result: dict) -> list[str]:
 
 def run(cfg: dict, kernels_dir: Path | None = None, log=print) -> Report:
     bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
+    workdir.ensure_prepared(cfg["data"], log, who="kernels check")  # the sandbox's self-test reads the splits
     source = kernels_dir or ROOT / "kernels"
     report = Report(problems=static_problems(source))
     todo = cases(cfg["kernels"].get("only"))

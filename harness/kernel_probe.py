@@ -67,13 +67,18 @@ def _run(fn, case: dict) -> dict:
             v.copy_(c[k])
     leaves = {k: (v.requires_grad_(True) if k in spec.grads else v) for k, v in a.items()}
     out_c = spec.call(fn, leaves)
-    out_c.backward(leaves["grad_out"])
+    backward_error = ""
+    try:  # a forward that is right and a backward that fails are two findings, both reported
+        out_c.backward(leaves["grad_out"])
+    except Exception as e:
+        backward_error = f"{type(e).__name__}: {e}"[:2000]
     grads = {k: (leaves[k].grad.detach().clone() if leaves[k].grad is not None else None) for k in spec.grads}
     after = {k: v.detach().clone() for k, v in {**{f"a.{k}": v for k, v in a.items()},
                                                 **{f"b.{k}": v for k, v in b.items()}}.items() if torch.is_tensor(v)}
     cpu = lambda t: None if t is None else t.detach().cpu()  # noqa: E731
     return {"out_b": cpu(out_b), "out_c": cpu(out_c), "grads": {k: cpu(v) for k, v in grads.items()},
-            "inputs_after": {k: cpu(v) for k, v in after.items()}, "ops": sorted(rec.ops - ALLOWED_OPS)}
+            "inputs_after": {k: cpu(v) for k, v in after.items()}, "ops": sorted(rec.ops - ALLOWED_OPS),
+            "backward_error": backward_error}
 
 
 def main(argv: list[str]) -> int:

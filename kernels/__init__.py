@@ -2,7 +2,7 @@
 
 Each kernel is one set: the pure-torch reference in `reference.py` (the definition of
 correct, and the fallback), the Triton implementation in a module of its own
-(`rms_norm.py`, `rotary.py`, `linear_cross_entropy.py`: kernels, launcher and
+(`rmsnorm.py`, `rotary.py`, `linear_ce.py`: kernels, launcher and
 `torch.autograd.Function`), and its entry in `registry.py`'s dispatch. train.py calls
 them through this package:
 

@@ -26,11 +26,12 @@ from kernels import reference
 ENV_MODE = "AUTORESEARCH_KERNELS"
 MODES = ("auto", "reference", "triton")
 
-# kernel name -> the module whose function of that name is its Triton implementation
+# kernel name -> the module whose function of that name is its Triton implementation (a
+# module never has a kernel's own name: importing it would replace the package's function)
 TRITON_MODULES = {
-    "rms_norm": "kernels.rms_norm",
+    "rms_norm": "kernels.rmsnorm",
     "apply_rotary": "kernels.rotary",
-    "linear_cross_entropy": "kernels.linear_cross_entropy",
+    "linear_cross_entropy": "kernels.linear_ce",
 }
 NAMES = tuple(TRITON_MODULES)
 

@@ -165,7 +165,7 @@ def case_tiny_chunks_and_vocab():
 
 
 def case_chunk_and_launch_sizing():
-    from kernels import linear_cross_entropy as mod
+    from kernels import linear_ce as mod
     # The benchmark shape: 262144 tokens, V = 8192. fp32 chunks of 8192 rows = 256 MiB.
     assert mod.chunk_rows_for(262144, 8192, 4) == 8192
     assert mod.chunk_rows_for(262144, 8192, 2) == 16384
@@ -190,7 +190,7 @@ def main(names):
     os.environ["TRITON_INTERPRET"] = "1"
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     warnings.simplefilter("ignore")  # numpy's overflow / invalid-value notes from interpreted kernels
-    from kernels import linear_cross_entropy as mod
+    from kernels import linear_ce as mod
     from kernels import reference
     ref, lce = reference.linear_cross_entropy, mod.linear_cross_entropy
     torch.set_num_threads(2)

@@ -1,4 +1,4 @@
-"""kernels/linear_cross_entropy.py against reference.linear_cross_entropy, on the CPU.
+"""kernels/linear_ce.py against reference.linear_cross_entropy, on the CPU.
 
 The Triton kernel runs under Triton's interpreter, which must be switched on before the
 module's kernels are decorated; another test in this process may already have imported

@@ -219,7 +219,7 @@ class GPT(nn.Module):
             logits = self.lm_head(x).float()  # (B, T, V), fp32 from here on
             return self.config.softcap * torch.tanh(logits / self.config.softcap)
         # the same softcapped cross-entropy, fused with lm_head: on a GPU the (B*T, V) fp32
-        # logits are never held whole (kernels/linear_cross_entropy.py)
+        # logits are never held whole (kernels/linear_ce.py)
         return kernels.linear_cross_entropy(x.reshape(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1),
                                             self.config.softcap, ignore_index=-1)
 
