@@ -16,7 +16,7 @@ import copy
 import time
 from datetime import datetime
 
-from harness import experiment, gitwork, ledger_rows, stops
+from harness import experiment, gitwork, kernel_check, ledger_rows, stops
 from harness.agents import Context, Proposal, StopCampaign
 from harness.campaign_state import Known, Pending
 from harness.display import Display
@@ -99,8 +99,26 @@ def _propose(c, seq: int, agent, program: str, description: str | None,
     if seq > 0 and not gitwork.changed_files(c.tree):
         proposal.description = f"(no change) {proposal.description}"
         return _note(c, seq, parent, parent, proposal, t0, Known("discard", "no change"))
+    kernels_changed = seq > 0 and any(f.startswith("kernels/") for f in gitwork.changed_files(c.tree))
     commit = gitwork.commit_all(c.tree, f"exp {seq}: {proposal.description}") if seq > 0 else parent
+    if kernels_changed:  # nothing is timed before the kernels pass their check
+        refused = _kernels_refused(c, display)
+        if refused:
+            return _note(c, seq, commit, parent, proposal, t0, Known("refused", refused))
     return _note(c, seq, commit, parent, proposal, t0)
+
+
+def _kernels_refused(c, display: Display) -> str:
+    """'' when the candidate's kernels pass `kernels check` (harness/kernel_check.py: the
+    static rules, then each kernel against its reference in a sandboxed child), else why
+    not, for the ledger."""
+    display.note("kernels check: the candidate's kernels against their references ...")
+    report = kernel_check.run(c.cfg, kernels_dir=c.tree / "kernels", log=lambda m: None)
+    if report.ok:
+        display.note(f"kernels check: passed ({len(report.passed)} cases)")
+        return ""
+    shown = report.problems[:6] + ([f"... and {len(report.problems) - 6} more"] if len(report.problems) > 6 else [])
+    return "kernels check failed: " + "; ".join(p.splitlines()[0] for p in shown)
 
 
 def _note(c, seq: int, commit: str, parent: str, proposal: Proposal, t0: float,
