@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # GPU checks in one pass, for a lent CUDA machine (figures and logs go to $OUT):
-#   1. the GPU-marked tests and the FlashAttention stand-in's tests;
-#   2. calibration of model=reference (sandbox self-test with a Triton kernel, the frozen
+#   1. the GPU-marked tests, the FlashAttention stand-in's and the kernels' tests;
+#   2. `kernels check` on the GPU (every Triton kernel against its reference, compiled);
+#   3. `kernels bench` at the reference preset's shapes (262,144 tokens, vocab 8192): time
+#      vs eager and torch.compile, peak memory; the CSV goes to $OUT/kernel_bench.csv;
+#   4. calibration of model=reference (sandbox self-test with a Triton kernel, the frozen
 #      baseline trained as an experiment trains it: compile, feed throughput);
-#   3. one normalized experiment of the reference preset (budget.reference_seconds=30);
-#   4. the upstream-shaped script (tests/upstream_shape/train.py) with its device lines
-#      made CUDA's: torch.compile in the sandbox, kernels.get_kernel on the GPU.
+#   5. one normalized experiment of the reference preset (budget.reference_seconds=30);
+#   6. with WITH_UPSTREAM=1: the upstream-shaped script (tests/upstream_shape/train.py)
+#      with its device lines made CUDA's: torch.compile in the sandbox, kernels.get_kernel.
+# Under 8 minutes on an H200 (each step has its own timeout); runs on the machine's own
+# torch/triton (older than the local pins: torch 2.11, triton 3.6 work).
 # A machine without this project's dependencies takes them from .gpu/ (wheels in
 # .gpu/wheels, pure-Python packages in .gpu/pure, a prepared data cache in .gpu/cache)
 # when present.
@@ -33,9 +38,19 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 [ -n "${SKIP_TESTS:-}" ] || {
 step "tests (gpu-marked, FlashAttention stand-in, sandbox)"
 timeout 150 $PY -m pytest -q -p no:cacheprovider -m "not slow" tests/test_backends.py \
-  tests/test_upstream_shape.py tests/test_sandbox.py 2>&1 | tail -15
+  tests/test_upstream_shape.py tests/test_sandbox.py tests/test_kernel_dispatch.py \
+  tests/test_kernel_norm_rotary.py tests/test_kernel_lce.py 2>&1 | tail -15
 echo "tests rc=${PIPESTATUS[0]}"
 }
+
+step "kernels check backend=cuda (compiled Triton kernels against the references)"
+timeout 120 $PY -m harness kernels check backend=cuda 2>&1 | tee "$OUT/kernels-check.txt" | tail -15
+echo "kernels check rc=${PIPESTATUS[0]}"
+
+step "kernels bench backend=cuda model=reference (eager, torch.compile, Triton; peak memory)"
+timeout 180 $PY -m harness kernels bench backend=cuda model=reference kernels.csv="$OUT/kernel_bench.csv" \
+  2>&1 | tail -14
+echo "kernels bench rc=${PIPESTATUS[0]}"
 
 step "calibrate backend=cuda model=reference"
 timeout 150 $PY -m harness calibrate backend=cuda model=reference calibrate.force=true \
@@ -48,6 +63,7 @@ timeout 150 $PY -m harness experiment backend=cuda model=reference budget.refere
 echo "experiment rc=$?"
 cp /tmp/exp-ref/summary.json "$OUT/experiment-reference.json" 2>/dev/null
 
+[ -n "${WITH_UPSTREAM:-}" ] && {
 step "upstream-shaped script on CUDA (device lines changed), model=tiny data"
 sed -e 's/torch.device("cpu")/torch.device("cuda")/' \
     -e 's/autocast(device_type="cpu", dtype=torch.bfloat16, enabled=False)/autocast(device_type="cuda", dtype=torch.bfloat16)/' \
@@ -58,4 +74,5 @@ timeout 110 $PY -m harness experiment backend=cuda model=tiny train_file=/tmp/up
 echo "upstream-shaped rc=$?"
 cp /tmp/exp-up/summary.json "$OUT/experiment-upstream-shape.json" 2>/dev/null
 tail -c 3000 /tmp/exp-up/train.log > "$OUT/upstream-shape-train-log-tail.txt" 2>/dev/null
+}
 step "done"

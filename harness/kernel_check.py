@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -104,6 +105,9 @@ def judge(case: Case, given: dict, result: dict) -> list[str]:
 
 
 def run(cfg: dict, kernels_dir: Path | None = None, log=print) -> Report:
+    if importlib.util.find_spec("triton") is None:
+        raise RuntimeError("kernels check needs Triton, which is not installed here (a Linux-only dependency: "
+                           "`pip install triton`); without it every kernel runs its reference")
     bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
     workdir.ensure_prepared(cfg["data"], log, who="kernels check")  # the sandbox's self-test reads the splits
     source = kernels_dir or ROOT / "kernels"

@@ -52,3 +52,33 @@ def test_an_unknown_kernel_name_is_refused_in_the_config():
 
     with pytest.raises(ConfigError, match="kernels.only: no kernel 'rmsnorm'"):
         validate(compose_dict("kernels", ["kernels.only=[rmsnorm]"]), log=lambda m: None)
+
+
+def test_without_triton_the_kernels_run_their_references_and_the_check_says_what_is_missing(tmp_path):
+    """A machine without Triton (a Mac): importing kernels and training work on the
+    references; `kernels check` stops with one line saying what to install."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = """
+import sys
+sys.modules["triton"] = None  # as if not installed: `import triton` raises ImportError
+import importlib.util
+importlib.util.find_spec = lambda name, *a: None if name == "triton" else _find(name, *a)
+import torch, kernels
+from kernels import registry
+x = torch.randn(4, 8)
+torch.testing.assert_close(kernels.rms_norm(x), registry.reference.rms_norm(x))
+try:
+    registry.triton_implementation("rms_norm")
+except ImportError:
+    print("no triton: reference")
+from harness import cli
+cli.main(["kernels", "check", "backend=cpu"])
+"""
+    code = code.replace("import importlib.util\n", "import importlib.util\n_find = importlib.util.find_spec\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "no triton: reference" in res.stdout, res.stderr
+    assert res.returncode == 2 and "kernels check needs Triton" in res.stderr.strip().splitlines()[-1], res.stderr
