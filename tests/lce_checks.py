@@ -6,7 +6,7 @@ process that already imported the module compiled cannot switch), runs the cases
 one JSON object, case -> error message or null. tests/test_kernel_lce.py runs it once in a
 subprocess and reports each case as its own test.
 
-Shapes are small and odd on purpose: N = 1023 rows, V = 1000 columns (not a power of two,
+Shapes are small and odd on purpose: N = 511 rows (two chunks of 300, the second partial), V = 1000 columns (not a power of two,
 not a multiple of the block), C = 96; the interpreter runs programs one after another.
 """
 import json
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-N, V, C = 1023, 1000, 96
+N, V, C = 511, 1000, 96
 SOFTCAP = 15.0
 # Several chunks (the last one partial), several column blocks (the last one masked), and a
 # row count that is not a multiple of the rows per program.
