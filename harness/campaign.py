@@ -197,7 +197,8 @@ class Campaign:
 
     def keep_decision(self) -> KeepDecision:
         """The keep decision against the ledger as it is now (harness/decision.py)."""
-        return KeepDecision(self.cfg["keep"], self.ledger.records(), self.calibration)
+        return KeepDecision(self.cfg["keep"], self.ledger.records(), self.calibration,
+                            speed=self.cfg["scope"] == "kernels")
 
     def row_context(self) -> RowContext:
         """What every ledger row of this call shares (harness/ledger_rows.py)."""

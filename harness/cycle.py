@@ -182,7 +182,8 @@ def _record(c, pending: Pending, runs: list[dict], cycle_seconds: float, display
         raise BaselineFailed(failed)
     ctx, diff = c.row_context(), gitwork.diff_stats(c.tree, pending.parent, pending.commit)
     row = ledger_rows.experiment_row(ctx, pending.seq, pending, runs[0], verdict.status, cycle_seconds, diff)
-    row.update(mean_val_bpb=verdict.mean, runs=len(runs), keep_rule=verdict.record(len(runs)))
+    row.update(mean_val_bpb=verdict.mean, mean_us_per_token=verdict.speed, runs=len(runs),
+               keep_rule=verdict.record(len(runs)))
     c.ledger.append(row)
     display.result(row)
     for attempt, extra in enumerate(runs[1:], 1):

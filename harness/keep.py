@@ -44,20 +44,21 @@ class Noise:
     source: str
 
     @staticmethod
-    def pooled(records: list[dict], calibration: dict | None = None, current: list[float] = ()) -> "Noise":
+    def pooled(records: list[dict], calibration: dict | None = None, current: list[float] = (),
+               field: str = "val_bpb") -> "Noise":
         """Pooled over the ledger's repeated commits (a row and its `confirm` rows), the
         runs of the experiment being decided (`current`) and the calibration's noise runs."""
         # a run with no number (None, NaN, inf) measures no noise: ledger.metric is the one rule
         groups: dict[int | str, list[float]] = {"current": [v for v in map(metric, current) if v is not None]}
         for r in records:
-            v = metric(r.get("val_bpb"))
+            v = metric(r.get(field))
             if v is None or r.get("experiment_status", "ok") != "ok":
                 continue
             groups.setdefault(r["confirms"] if r.get("status") == "confirm" else r["seq"], []).append(v)
         ss = sum((len(g) - 1) * statistics.variance(g) for g in groups.values() if len(g) > 1)
         dof = sum(len(g) - 1 for g in groups.values() if len(g) > 1)
         parts = [f"{dof} dof from repeated runs in this campaign"] if dof else []
-        cal = (calibration or {}).get("noise")
+        cal = (calibration or {}).get("noise") if field == "val_bpb" else None  # the floor is val_bpb's
         if cal and cal.get("runs", 0) > 1 and cal.get("std") is not None:
             ss += (cal["runs"] - 1) * cal["std"] ** 2
             dof += cal["runs"] - 1
@@ -76,9 +77,11 @@ class KeepRule:
 
     @classmethod
     def from_config(cls, keep_cfg: dict, records: list[dict], calibration: dict | None = None,
-                    current: list[float] = ()) -> "KeepRule":
-        fixed = keep_cfg.get("threshold")
-        return cls(Noise.pooled(records, calibration, current), float(keep_cfg["noise_sigmas"]),
+                    current: list[float] = (), field: str = "val_bpb") -> "KeepRule":
+        """The rule for `field` (lower is better): val_bpb, or a kernel campaign's
+        us_per_token; keep.threshold is a val_bpb margin, so it applies to val_bpb only."""
+        fixed = keep_cfg.get("threshold") if field == "val_bpb" else None
+        return cls(Noise.pooled(records, calibration, current, field), float(keep_cfg["noise_sigmas"]),
                    int(keep_cfg["confirm_runs"]), None if fixed is None else float(fixed))
 
     def margin(self, n_candidate: int, n_head: int) -> float:

@@ -31,6 +31,21 @@ def kept_value(record: dict) -> float | None:
     return mean if mean is not None else metric(record)
 
 
+def us_per_token(out: dict) -> float | None:
+    """Microseconds of training per timed token, by the harness's clock and feed (lower is
+    faster): what a kernel campaign's keep rule compares."""
+    secs, tokens = out.get("training_seconds"), out.get("timed_tokens")
+    if not isinstance(secs, (int, float)) or not isinstance(tokens, (int, float)) or tokens <= 0 or secs <= 0:
+        return None
+    return 1e6 * secs / tokens
+
+
+def kept_speed(record: dict) -> float | None:
+    """A kept row's us_per_token as the keep rule saw it: the mean of its runs."""
+    mean = metric(record.get("mean_us_per_token"))
+    return mean if mean is not None else metric(record.get("us_per_token"))
+
+
 def is_experiment(record: dict) -> bool:
     """A proposal after the baseline (what campaign.max_experiments counts)."""
     return record["seq"] > 0 and record.get("status") not in NOT_EXPERIMENTS
@@ -66,7 +81,7 @@ def experiment_row(ctx: RowContext, seq: int, pending: Pending, out: dict, statu
            "budget_mode": out.get("budget_mode"), "calibration_id": cal.get("id"),
            "calibration_quality": cal.get("quality"), "calibration_cv": cal.get("cv"), "diff": diff,
            "cycle_seconds": cycle_seconds, "agent": ctx.agent, "agent_seconds": pending.agent_seconds,
-           "run_dir": out.get("run_dir")}
+           "run_dir": out.get("run_dir"), "us_per_token": us_per_token(out)}
     if status != CONFIRM:
         row.update(pending.usage)
     return row
