@@ -87,9 +87,7 @@ def calibrate(cfg: dict, log=print) -> dict:
     why = validity(cached, ccfg, path)
     if not why and not ccfg["force"]:
         log(f"calibrate: cached ({_age(cached)} old, CV {100 * cached['cv']:.1f}%): {path}")
-        if ccfg.get("out"):
-            calibration_store.save(Path(ccfg["out"]).expanduser(), cached)
-        return cached
+        return _copy_out(cached, ccfg)
     log(f"calibrate: {why if why else 'forced'}; measuring {bk.NAME} ({bk.device_name()}), "
         f"model={cfg['model']['name']} ...")
     attempts = max(1, int(ccfg.get("attempts", 3)))
@@ -251,6 +249,11 @@ class LoadMonitor:
 def keep(cal: dict, ccfg: dict) -> dict:
     """Save `cal` in the cache (cal["path"]) and, with calibrate.out, there too."""
     calibration_store.save(Path(cal["path"]), cal)
+    return _copy_out(cal, ccfg)
+
+
+def _copy_out(cal: dict, ccfg: dict) -> dict:
+    """A copy of `cal` at calibrate.out, when set."""
     if ccfg.get("out"):
         calibration_store.save(Path(ccfg["out"]).expanduser(), cal)
     return cal

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 import backends
-from harness import budgeting, fixed, gitwork, workdir
+from harness import budgeting, fixed, gitwork, kernel_check, workdir
 from harness.agent_config import agent_keys
 from harness.agents import StopCampaign
 from harness.agents.registry import make_agent
@@ -38,8 +38,7 @@ from harness.workspace import Workspace
 
 SCOPES = {"train": ["trainer/train.py"], "kernels": ["kernels/*.py"], "all": ["trainer/train.py", "kernels/*.py"]}
 # The references and the dispatch stay immutable in every scope: they define correct.
-IMMUTABLE = ["trainer/prepare.py", "kernels/reference.py", "kernels/registry.py", "kernels/__init__.py",
-             "kernels/hub.py"]
+IMMUTABLE = ["trainer/prepare.py", *(f"kernels/{name}" for name in sorted(kernel_check.FIXED_FILES))]
 
 
 def resolve_agent_name(cfg: dict) -> str:

@@ -39,15 +39,6 @@ EXIT_CODES = {"ok": 0, "crash": 3, "nan": 4, "timeout": 5, "refused": 6, "interr
 SUMMARY_FILE = "summary.json"
 
 
-def _kernels_overlay(scratch: Path, kernels_dir: Path) -> Path:
-    """A folder whose `kernels` is the campaign's edited copy, put first on the training
-    child's path (scope=kernels). The runners never see it: they use the references."""
-    overlay = scratch / "overlay"
-    overlay.mkdir(parents=True, exist_ok=True)
-    (overlay / "kernels").symlink_to(kernels_dir.resolve(), target_is_directory=True)
-    return overlay
-
-
 def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: dict | None = None,
         kernels_dir: Path | None = None, announce: bool = True) -> dict:
     """Run one experiment under `budget` (harness/budgeting.py decides it; a campaign's is
@@ -91,7 +82,7 @@ def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: di
                 baseline_flops_per_token=(cal or {}).get("model_flops_per_token"),
                 first_rows=int(cfg["model"]["device_batch_size"]))
     try:
-        overlay = [_kernels_overlay(scratch, kernels_dir)] if kernels_dir is not None else []
+        overlay = [workdir.kernels_overlay(scratch, kernels_dir)] if kernels_dir is not None else []
         env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), scratch / "run_config.json",
                                 scratch / training.HANDOVER_FILE, overlay, kernels=cfg["kernels"]["mode"]),
                **iso.env(scratch)}

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 import backends
+from harness.kernel_cases import rotary_tables
 from kernels import reference, registry
 
 FIELDS = ["time", "device", "backend", "fingerprint", "kernel", "shape", "dtype", "pass",
@@ -41,10 +42,7 @@ def shapes(cfg: dict, dtype: torch.dtype, dev) -> list[tuple[str, str, Callable[
                      int(d["vocab_size"]))
     H = C // D
     rnd = lambda *s: torch.randn(*s, device=dev, dtype=dtype)  # noqa: E731
-    half = D // 2
-    freqs = torch.outer(torch.arange(T, device=dev, dtype=torch.float32),
-                        1.0 / 10000 ** (torch.arange(0, D, 2, device=dev, dtype=torch.float32) / D))
-    cos, sin = freqs.cos()[None, :, None, :half].to(dtype), freqs.sin()[None, :, None, :half].to(dtype)
+    cos, sin = rotary_tables(T, D, dtype, dev)
     targets = torch.randint(0, V, (B * T,), device=dev)
     return [
         ("rms_norm", f"{B * T}x{C}", lambda: (rnd(B * T, C), 1e-6, None), (0,)),

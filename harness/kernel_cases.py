@@ -76,12 +76,18 @@ def _norm_case(rows: int, width: int, dtype, weighted: bool, planted: bool = Fal
     return Case("rms_norm", label, dtype, make, lambda d: (d["x"], 1e-6, d["weight"]), grads, TOLERANCE[dtype])
 
 
+def rotary_tables(t: int, d: int, dtype, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (1, t, 1, d // 2), as the model builds them (base 10000)."""
+    inv = 1.0 / 10000 ** (torch.arange(0, d, 2, dtype=torch.float32, device=device) / d)
+    freqs = torch.outer(torch.arange(t, dtype=torch.float32, device=device), inv)
+    return freqs.cos()[None, :, None, :].to(dtype), freqs.sin()[None, :, None, :].to(dtype)
+
+
 def _rotary_case(b: int, t: int, h: int, d: int, dtype) -> Case:
     def make(g):
-        inv = 1.0 / 10000 ** (torch.arange(0, d, 2, dtype=torch.float32) / d)
-        freqs = torch.outer(torch.arange(t, dtype=torch.float32), inv)
-        return {"x": _randn(g, (b, t, h, d), dtype), "cos": freqs.cos()[None, :, None, :].to(dtype),
-                "sin": freqs.sin()[None, :, None, :].to(dtype), "grad_out": _randn(g, (b, t, h, d), dtype)}
+        cos, sin = rotary_tables(t, d, dtype)
+        return {"x": _randn(g, (b, t, h, d), dtype), "cos": cos, "sin": sin,
+                "grad_out": _randn(g, (b, t, h, d), dtype)}
 
     return Case("apply_rotary", f"{b}x{t}x{h}x{d} {_name(dtype)}", dtype, make,
                 lambda v: (v["x"], v["cos"], v["sin"]), ("x",), TOLERANCE[dtype])

@@ -29,7 +29,8 @@ from harness import isolation, kernel_rules, proc, workdir
 from harness.guard import ROOT
 from harness.kernel_cases import Case, cases
 
-# the dispatch and the references define correct: never the candidate's to change
+# the dispatch and the references define correct: never the candidate's to change (a
+# campaign refuses edits to them, harness/campaign.py IMMUTABLE; the rules skip them)
 FIXED_FILES = {"reference.py", "registry.py", "__init__.py", "hub.py"}
 
 
@@ -119,7 +120,7 @@ def run(cfg: dict, kernels_dir: Path | None = None, log=print) -> Report:
     with tempfile.TemporaryDirectory(prefix="autoresearch-kernels-") as tmp:
         scratch = Path(tmp)
         torch.save([{"kernel": c.kernel, "label": c.label, **g} for c, g in zip(todo, given)], scratch / "in.pt")
-        overlay = _overlay(scratch, kernels_dir) if kernels_dir else []
+        overlay = [workdir.kernels_overlay(scratch, kernels_dir)] if kernels_dir else []
         env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), None, None, overlay, kernels="triton"),
                **iso.env(scratch)}
         if bk.NAME not in ("cuda", "rocm"):
@@ -149,9 +150,3 @@ def run(cfg: dict, kernels_dir: Path | None = None, log=print) -> Report:
         log(f"kernels check: {'ok  ' if not problems else 'FAIL'} {c.kernel} {c.label}")
     return report
 
-
-def _overlay(scratch: Path, kernels_dir: Path) -> list[Path]:
-    overlay = scratch / "overlay"
-    overlay.mkdir()
-    (overlay / "kernels").symlink_to(kernels_dir.resolve(), target_is_directory=True)
-    return [overlay]

@@ -53,3 +53,13 @@ def write(d: Path, train_src: str, settings: dict, alias: bool = True) -> None:
     if alias:
         (d / "prepare.py").write_text(PREPARE_ALIAS)
     (d / "run_config.json").write_text(json.dumps(settings, indent=2))
+
+
+def kernels_overlay(scratch: Path, kernels_dir: Path) -> Path:
+    """A folder whose `kernels` is a campaign's edited copy of kernels/, to put first on a
+    child's path (scope=kernels: the training child, the kernels check's child). The
+    evaluation's runners never get it: they use the references."""
+    overlay = scratch / "overlay"
+    overlay.mkdir(parents=True, exist_ok=True)
+    (overlay / "kernels").symlink_to(kernels_dir.resolve(), target_is_directory=True)
+    return overlay
