@@ -15,7 +15,10 @@ micro-benchmark) honest and the campaign's discoveries real kernels:
 - no caching keyed on tensor identity (id(), data_ptr(), weak references, memoizing
   decorators);
 - no dynamic code (exec, eval, compile, __import__, importlib, getattr with a computed
-  name, ctypes) with which any rule above could be dodged.
+  name, ctypes) with which any rule above could be dodged;
+- no reaching into the harness or the dispatch (importing `harness`, `kernels.registry`,
+  `sys`, `gc`, `inspect`), and no patching of an imported module (`module.attr = ...`):
+  the check's child runs the candidate's code, which must not rewrite what reports on it.
 The rules read the code, so they also refuse honest code that merely looks like a trick;
 the message says which rule and where, and the project's own kernels pass them.
 """
@@ -25,7 +28,8 @@ import ast
 
 BANNED_MODULES = {"threading", "multiprocessing", "concurrent", "asyncio", "subprocess", "ctypes", "time",
                   "timeit", "signal", "importlib", "weakref", "functools", "socket", "pickle", "marshal",
-                  "kernels.reference", "torch.nn.functional", "torch.multiprocessing", "sched", "queue"}
+                  "kernels.reference", "torch.nn.functional", "torch.multiprocessing", "sched", "queue",
+                  "harness", "kernels.registry", "sys", "builtins", "gc", "inspect"}
 BANNED_NAMES = {"exec", "eval", "compile", "__import__", "id", "globals", "locals", "vars", "setattr", "delattr",
                 "breakpoint", "open", "reference"}
 BANNED_ATTRS = {
@@ -69,6 +73,8 @@ def check_source(text: str, path: str = "<kernel>") -> list[str]:
     except SyntaxError as e:
         return [f"{path}:{e.lineno}: does not parse: {e.msg}"]
     found = []
+    imported = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
+                if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
 
     def bad(node: ast.AST, what: str) -> None:
         found.append(f"{path}:{getattr(node, 'lineno', 0)}: {what}")
@@ -94,6 +100,12 @@ def check_source(text: str, path: str = "<kernel>") -> list[str]:
             _check_call(node, bad)
         elif isinstance(node, (ast.Global, ast.Nonlocal)):
             bad(node, "global state in a kernel (a cache across calls) is refused")
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                base = _dotted(t).split(".")[0] if isinstance(t, ast.Attribute) else ""
+                if base in imported:
+                    bad(node, f"assigns to {_dotted(t)}: a kernel does not patch the modules it imports")
     return found
 
 

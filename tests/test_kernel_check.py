@@ -126,3 +126,32 @@ def rms_norm(x, eps=1e-6, weight=None):
     found = "\n".join(kernel_rules.check_source((d / RMS_FILE).read_text(), RMS_FILE))
     for what in ("creates a CUDA stream", "uses a CUDA stream", "try/except", "imports from kernels"):
         assert what in found, what
+
+
+def test_a_kernel_that_rewrites_the_checks_child_is_refused_by_the_rules(tmp_path):
+    """The check's child runs the candidate's code, so a cheat may rewrite the child's own
+    reporting: here the kernel replaces the probe's runner with one that hands back the
+    reference's answers. The outputs would then match (the comparisons are right, the
+    witness lies), so the rules refuse what makes it possible: importing the harness and
+    patching an imported module."""
+    d = planted(tmp_path, PUBLIC, "def _unused_rms_norm(")
+    (d / RMS_FILE).write_text((d / RMS_FILE).read_text() + '''
+
+import harness.kernel_probe as probe
+import harness.kernel_cases as cases
+
+_honest = probe._run
+
+
+def _lying_run(fn, case):
+    spec = [c for c in cases.cases() if c.label == case["label"]][0]
+    return _honest(spec.__class__.__dict__["call"].__get__(spec) and fn, case)
+
+
+probe._run = _lying_run
+rms_norm = _unused_rms_norm
+''')
+    found = "\n".join(kernel_rules.check_source((d / RMS_FILE).read_text(), RMS_FILE))
+    assert "imports harness.kernel_probe" in found and "assigns to probe._run" in found
+    assert "__dict__" in found
+    assert "assigns to probe._run" in problems(d)  # and the check as a whole fails on it
