@@ -238,6 +238,10 @@ def test_tags_choose_campaigns_and_bad_roots_are_one_line(two_slots, tmp_path, c
     empty.mkdir()
     res = report(capsys, monkeypatch, empty)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "no campaigns" in res.stderr
+    with open(other / "results.jsonl", "a") as f:
+        f.write("not json\n")  # a complete line that is no row: corruption, not a torn append
+    res = report(capsys, monkeypatch, two_slots)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "results.jsonl:6: not a ledger row" in res.stderr
 
 
 def test_campaigns_are_only_read(two_slots, capsys, monkeypatch):
@@ -253,3 +257,32 @@ def test_campaigns_are_only_read(two_slots, capsys, monkeypatch):
     assert after == before
     assert not (d / "campaign.lock").exists() and not (d / "results.tsv").exists()
     assert "unfinished last line" in (two_slots / "report" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_report_reads_a_real_campaign(cache_dir, where, capsys, monkeypatch):
+    """A tiny campaign as `autoresearch run` writes it (its baseline alone: one run of 2 s of
+    training; the start-up allowance and the probe's tolerance given, so nothing is
+    calibrated), then its report: the ledger's real rows, whatever their fields. ~15 s on an
+    idle 2-core machine."""
+    from tests.conftest import run_cli
+
+    tag, root = where
+    res = run_cli("run", "backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=2", "data.eval_tokens=2048",
+                  "keep.confirm_runs=0", "keep.baseline_runs=1", "agent=random",
+                  "budget.allowance_seconds=30", "eval.probe_tolerance=1e-4", "budget.grace_seconds=10",
+                  "campaign.max_experiments=0",
+                  f"campaign.tag={tag}", f"campaign.root={root}", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = report(capsys, monkeypatch, root)
+    assert res.returncode == 0, res.stderr
+    (c,) = collect.find(root)
+    f = figures.campaign_figures(c)
+    rows = c.rows
+    assert [r["status"] for r in rows] == ["keep"]
+    assert f.experiments == 0 and f.noise_runs == 1 and f.noise is None and f.hours > 0
+    assert f.baseline == f.best == rows[0]["mean_val_bpb"] == rows[0]["val_bpb"]
+    assert f.budget["mode"] == "wall" and 0 < f.non_training < 1
+    assert f.training_seconds == rows[0]["training_seconds"] > 0
+    png_size(root / "report" / f"progress-{tag}-{c.slot}.png")
+    assert f"| {tag}/{c.slot} | wall, 2 s |" in (root / "report" / "report.md").read_text()
