@@ -17,7 +17,8 @@ from harness.report import collect, figures, plots
 from tests.inproc import in_process
 
 T0 = datetime(2026, 11, 30, 22, 0, 0, tzinfo=timezone.utc)
-HOSTILE = '<script>alert("x")</script> | [click](http://evil.example) $\\frac{ & <img src=x onerror=alert(1)>'
+HOSTILE = ('<script>alert("x")</script>\n| forged | 9 | [click](http://evil.example) $\\frac{ & '
+           '<img src=x onerror=alert(1)>')  # a new line and a table row of its own: one cell, not a row
 
 
 def row(seq, status, val, description, minutes, mean=None, runs=1, cost=0.0, training=20.0, cycle=40.0,
@@ -180,8 +181,11 @@ def test_report_numbers(two_slots):
     assert found[("nov30/cpu-t2", 4)].tried == []
 
 
-def test_progress_plot_marks_flags_crashes_and_kept_steps(two_slots):
+def test_progress_plot_marks_flags_crashes_and_kept_steps(two_slots, tmp_path):
     t1 = collect.find(two_slots)[0]
+    t1.rows[3]["description"] = "raise LR $\\frac{1}{$"  # no formula: drawn as written
+    plots.progress(t1, figures.campaign_figures(t1), tmp_path / "p.png")
+    assert png_size(tmp_path / "p.png")[0] > 800
     fig = plots.progress_figure(t1, figures.campaign_figures(t1))
     ax = fig.axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -189,7 +193,7 @@ def test_progress_plot_marks_flags_crashes_and_kept_steps(two_slots):
     assert any(s.startswith("crashed (1") for s in legend) and any(s.startswith("refused (1") for s in legend)
     assert any(s.startswith("kept (2") for s in legend) and "running best (kept)" in legend
     labels = [t.get_text() for t in ax.texts]
-    assert "raise LR" in labels and "baseline" in labels
+    assert "raise LR $\\frac{1}{$" in labels and "baseline" in labels
     assert any(s.startswith("wider MLP") and s.endswith("…") for s in labels)  # long ones cut
     assert "val_bpb" in ax.get_ylabel() and "bits per byte" in ax.get_ylabel()
     assert "nov30/cpu-t1" in ax.get_title() and "normalized" in ax.get_title()
@@ -223,6 +227,8 @@ def test_markdown_holds_the_tables(two_slots, capsys, monkeypatch):
     assert "![Running best across devices](cross-device.png)" in md
     assert "<script>" not in md and "\\<script\\>" in md and "\\[click\\]" in md  # text, not HTML or a link
     assert "does not apply cleanly on the baseline" in md
+    forged = [line for line in md.splitlines() if "forged" in line]
+    assert len(forged) == 1 and forged[0].startswith("| nov30/cpu-t2 | 4 | ") and "\\| forged \\| 9 \\|" in forged[0]
 
 
 def test_tags_choose_campaigns_and_bad_roots_are_one_line(two_slots, tmp_path, capsys, monkeypatch):
