@@ -182,6 +182,14 @@ def _ledger(cfg) -> None:
 
 
 @_user_errors
+def _report(cfg) -> None:
+    from harness.report import build
+
+    build.run(cfg, log=lambda m: print(m, flush=True))
+    raise SystemExit(0)
+
+
+@_user_errors
 def _kernels(cfg) -> None:
     if _SUBVERB == "check":
         from harness import kernel_check
@@ -202,6 +210,7 @@ VERBS = {
     "run": (_run, "run (or resume) a campaign: agent edits, experiment, keep or revert, repeat"),
     "record": (_record, "external agent: commit the work tree's edits, run and record one experiment"),
     "ledger": (_ledger, "show a campaign's ledger and its best kept experiment"),
+    "report": (_report, "figures and tables of campaigns (every one under campaign.root): report.html, report.md, PNGs"),
     "kernels": (_kernels, "kernels check: each Triton kernel against its reference; kernels bench: their speed"),
 }
 CONFIG_OF = {"record": "run", "ledger": "run"}  # verbs that share another verb's config

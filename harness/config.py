@@ -145,6 +145,12 @@ class KeepConf:
 
 
 @dataclass
+class ReportConf:
+    tags: Optional[List[str]] = None  # autoresearch report: only these campaign tags (every slot); None = all
+    out: Optional[str] = None  # where the report goes (relative: to the working directory); None = <campaign.root>/report
+
+
+@dataclass
 class Config:
     backend: BackendConf = field(default_factory=BackendConf)
     data: DataConf = field(default_factory=DataConf)
@@ -159,6 +165,7 @@ class Config:
     keep: KeepConf = field(default_factory=KeepConf)
     scope: Scope = Scope.train
     kernels: KernelsConf = field(default_factory=KernelsConf)
+    report: ReportConf = field(default_factory=ReportConf)
     isolation: Isolation = Isolation.auto  # the sandbox for everything the agent wrote
     description: str = ""  # autoresearch record: what the external agent changed
     train_file: Optional[str] = None  # train.py to run; None = the project's trainer/train.py
