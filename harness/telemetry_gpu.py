@@ -6,7 +6,8 @@
 
 Every library call is guarded: a function this version of the library lacks, or one that
 failed MAX_FAILURES times in a row on a device, is not called again there, and its figure
-stays None. Nothing here raises past `read`; `gpu_reader` returns None instead of raising.
+stays None. `gpu_reader` returns None instead of raising; a `read` that raises anyway (an
+answer of a shape no version was known to give) makes the sampler drop the reader.
 """
 from __future__ import annotations
 
