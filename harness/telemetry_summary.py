@@ -54,7 +54,7 @@ def summarize(samples: list[Sample], *, window: tuple[float, float] | None, time
     timed = [s for s in samples if inside(s.t)] or samples
     out = {"sources": sources, "interval_s": interval, "samples": len(samples),
            "window": "timed training" if window and any(inside(s.t) for s in samples) else "whole run",
-           **_cpu(timed_pairs), "ram_mb_peak": _peak_mb([s.tree_rss for s in samples if s.tree_rss is not None])}
+           **_cpu(timed_pairs, interval), "ram_mb_peak": _peak_mb([s.tree_rss for s in samples if s.tree_rss is not None])}
     gpu = _gpu(samples, timed, window, gpus, harness_pid) if gpus else None
     if unified_memory:  # MPS: the GPU's memory is the tree's resident memory; nothing else is visible
         gpu = {**_gpu_fields(), "memory_mb_peak": out["ram_mb_peak"], "unified_memory": True}
@@ -68,14 +68,17 @@ def summarize(samples: list[Sample], *, window: tuple[float, float] | None, time
     return out
 
 
-def _cpu(pairs: list) -> dict:
+def _cpu(pairs: list, interval: float) -> dict:
     dt = sum(b.t - a.t for a, b in pairs)
     if not dt:
         return {"cpu_percent_mean": None, "cpu_percent_peak": None, "foreign_cpu_percent_mean": None}
     tree = sum(b.tree_cpu_s - a.tree_cpu_s for a, b in pairs)
     busy = sum(b.busy_s - a.busy_s for a, b in pairs)
     own = sum(b.harness_cpu_s - a.harness_cpu_s for a, b in pairs)
-    peak = max(100 * (b.tree_cpu_s - a.tree_cpu_s) / (b.t - a.t) for a, b in pairs)
+    # the peak over whole intervals only: CPU times tick in 10 ms steps, so over the last
+    # sample's few milliseconds (taken at stop) one tick would read as several cores
+    whole = [(a, b) for a, b in pairs if b.t - a.t >= interval / 2] or pairs
+    peak = max(100 * (b.tree_cpu_s - a.tree_cpu_s) / (b.t - a.t) for a, b in whole)
     return {"cpu_percent_mean": _round(100 * tree / dt), "cpu_percent_peak": _round(peak),
             "foreign_cpu_percent_mean": _round(100 * max(0.0, busy - tree - own) / dt)}
 

@@ -336,3 +336,11 @@ def test_broken_telemetry_never_fails_an_experiment(cache_dir, tmp_path, capsys,
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["status"] == "ok" and s["telemetry"] is None and s["peak_memory_mb"] is None
     assert res.stderr.count("WARNING: telemetry: RuntimeError: sensor on fire") == 1
+
+
+def test_the_peak_ignores_a_sliver_of_an_interval():
+    """The last sample comes moments after the one before it (at stop): one 10 ms tick of
+    CPU time over 2 ms must not read as a peak of five cores."""
+    samples = [S(0), S(1, tree=0.5, busy=0.5), S(1.002, tree=0.51, busy=0.51)]
+    t = summarize(samples, window=None, timed_tokens=0, interval=1.0, sources=["psutil"], gpus=[], harness_pid=1)
+    assert t["cpu_percent_peak"] == 50.0 and t["cpu_percent_mean"] == pytest.approx(50.9, abs=0.1)
