@@ -54,7 +54,8 @@ def summarize(samples: list[Sample], *, window: tuple[float, float] | None, time
     timed = [s for s in samples if inside(s.t)] or samples
     out = {"sources": sources, "interval_s": interval, "samples": len(samples),
            "window": "timed training" if window and any(inside(s.t) for s in samples) else "whole run",
-           **_cpu(timed_pairs, interval), "ram_mb_peak": _peak_mb([s.tree_rss for s in samples if s.tree_rss is not None])}
+           **_cpu(timed_pairs, interval),
+           "ram_mb_peak": _peak_mb([s.tree_rss for s in samples if s.tree_rss is not None])}
     gpu = _gpu(samples, timed, window, gpus, harness_pid) if gpus else None
     if unified_memory:  # MPS: the GPU's memory is the tree's resident memory; nothing else is visible
         gpu = {**_gpu_fields(), "memory_mb_peak": out["ram_mb_peak"], "unified_memory": True}

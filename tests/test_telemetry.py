@@ -344,3 +344,24 @@ def test_the_peak_ignores_a_sliver_of_an_interval():
     samples = [S(0), S(1, tree=0.5, busy=0.5), S(1.002, tree=0.51, busy=0.51)]
     t = summarize(samples, window=None, timed_tokens=0, interval=1.0, sources=["psutil"], gpus=[], harness_pid=1)
     assert t["cpu_percent_peak"] == 50.0 and t["cpu_percent_mean"] == pytest.approx(50.9, abs=0.1)
+
+
+def test_the_console_block_ends_with_energy_where_measured(capsys, tmp_path):
+    from harness import experiment
+
+    out = {"status": "ok", "val_bpb": 2.5, "training_seconds": 10.0, "total_seconds": 20.0, "peak_memory_mb": 900.0,
+           "mfu_percent": 30.0, "total_tokens_M": 1.0, "num_steps": 10, "num_params_M": 7.3, "backend": "cuda",
+           "device": "GPU", "run_dir": str(tmp_path), "train": {"energy_j": 1.0},
+           "telemetry": {"energy_j": 1234.5, "tokens_per_joule": 810.0,
+                         "flags": ["throttled: hw_slowdown in 50% of samples"]}}
+    assert experiment.report(out) == 0
+    cap = capsys.readouterr()
+    lines = cap.out.split("---\n", 1)[1].splitlines()
+    keys = [line.split(":")[0] for line in lines]
+    assert keys[:10] == ["val_bpb", "training_seconds", "total_seconds", "peak_memory_mb", "mfu_percent",
+                         "total_tokens_M", "num_steps", "num_params_M", "backend", "device"]
+    assert keys[-4:] == ["train.energy_j", "energy_j", "tokens_per_joule", "experiment"]
+    assert "telemetry" not in keys and "experiment: WARNING: throttled: hw_slowdown in 50% of samples" in cap.err
+    out["telemetry"] = {"energy_j": None, "tokens_per_joule": None, "flags": []}
+    experiment.report(out)
+    assert "energy_j:" not in capsys.readouterr().out.replace("train.energy_j:", "")
