@@ -96,6 +96,7 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("agent.max_retries", *_at_least(0)),
     ("agent.timeout_s", *POSITIVE),
     ("backend.threads", *_at_least(1)),
+    ("backend.device", *_at_least(0)),
 ]
 
 _ABSENT = object()
@@ -195,6 +196,15 @@ def _campaign_tag(cfg: dict) -> str:
     return ""
 
 
+def _device(cfg: dict) -> str:
+    """A GPU index means nothing on a backend without GPUs (`auto` is checked when it resolves)."""
+    b = cfg["backend"]
+    if b["device"] is not None and b["name"] in ("cpu", "mps"):
+        return (f"backend.device={_show(b['device'])}: the {b['name']} backend has no GPUs to pick from; drop "
+                f"backend.device (backend.threads=N gives CPU campaigns side by side their own share of the cores)")
+    return ""
+
+
 def _agent_keys(cfg: dict) -> str:
     """Only the chosen agent's keys: Hydra refuses `agent.max_turns=3` with agent=random,
     but lets `+agent.max_turns=3` and `agent.name=` through."""
@@ -219,6 +229,7 @@ RULES: list[tuple[tuple[str, ...], Callable[[dict], str]]] = [
     (("model.window_pattern",), _window_pattern),
     (("kernels.only",), _kernel_names),
     (("campaign.tag",), _campaign_tag),
+    (("backend.name", "backend.device"), _device),
     (("agent.name",), _agent_keys),
 ]
 
