@@ -188,7 +188,7 @@ def _window_pattern(cfg: dict) -> str:
 
 
 def _campaign_tag(cfg: dict) -> str:
-    """The tag names a git branch (autoresearch/<tag>/<backend>) and a directory."""
+    """The tag names a git branch (autoresearch/<tag>/<slot>) and a directory."""
     tag = cfg["campaign"]["tag"]
     if not isinstance(tag, str) or not TAG.fullmatch(tag):
         return (f"campaign.tag={_show(tag)}: must be a non-empty name usable as a git branch component and a "

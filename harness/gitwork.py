@@ -22,7 +22,8 @@ IDENTITY = ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@local
             "-c", "commit.gpgsign=false",
             # an automatic gc runs inside the call (and its lock), never detached in the background
             "-c", "gc.autoDetach=false"]
-READ_ONLY = {"rev-parse", "status", "log", "diff", "ls-tree"}  # the calls that need no lock
+# the calls that need no lock: reading ones, and `init` (no shared repository yet)
+UNLOCKED = {"rev-parse", "status", "log", "diff", "ls-tree", "init"}
 LOCK_FILE = "autoresearch-git.lock"
 
 
@@ -31,7 +32,7 @@ class GitError(RuntimeError):
 
 
 def git(repo: Path, *args: str, check: bool = True, strip: bool = True) -> str:
-    if args[0] in READ_ONLY:
+    if args[0] in UNLOCKED:
         res = subprocess.run(["git", *IDENTITY, *args], cwd=repo, capture_output=True, text=True)
     else:
         with locks.held(common_dir(repo) / LOCK_FILE):
