@@ -130,6 +130,8 @@ def summary(where: Path, jobs_failed: bool) -> tuple[str, int]:
         lines.append(f"  #{o['job']} {label}: {what}" + (f": {said}" if said else ""))
         if o.get("dir"):
             lines.append(f"      campaign {o['dir']} (branch {o['branch']})")
+        if o.get("run"):
+            lines.append(f"      run {o['run']}")
         if o.get("log") and code:
             lines.append(f"      log {o['log']}")
     failed = [c for c in codes if c]
