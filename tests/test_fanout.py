@@ -272,3 +272,34 @@ def test_two_campaigns_side_by_side_through_submitit(tmp_path):
     finally:
         for s in ("cpu-t1", "cpu-t2"):
             remove_campaign(tag, root, s)
+
+
+LOCK_GRAB = '''
+import fcntl
+for _name, _path in LOCKS.items():  # hold what campaigns side by side wait on: they would stall
+    attempt(_name, lambda p=_path: fcntl.flock(os.open(p, os.O_RDONLY | os.O_CREAT), fcntl.LOCK_EX | fcntl.LOCK_NB))
+'''
+
+
+@pytest.mark.slow
+def test_train_py_cannot_hold_the_locks_other_campaigns_wait_on(cache_dir, tmp_path):
+    """A hostile train.py that takes the git lock, the data cache's, the calibration's and
+    another campaign's would stall every campaign beside it: the sandbox lets it open
+    none of them (the files exist: the strongest case)."""
+    from tests import attacks, fakes
+    from tests.conftest import experiment
+    from tests.test_attacks import attempts, needs_sandbox
+
+    if needs_sandbox.args[0]:
+        pytest.skip(needs_sandbox.kwargs["reason"])
+    paths = {"git": gitwork.common_dir(ROOT) / gitwork.LOCK_FILE,
+             "data": workdir.prepare_lock({"name": "builtin", "cache_dir": str(cache_dir)}),
+             "calibration": cache_dir / "calibration" / ".cpu.lock",
+             "campaign": tmp_path / "campaigns" / "t" / "cpu" / "campaign.lock"}
+    for path in paths.values():
+        with locks.held(path):  # made, as a running campaign makes it
+            pass
+    top = attacks.ATTEMPT + f"LOCKS = {json.dumps({k: str(v) for k, v in paths.items()})}\n"
+    res, s = experiment(tmp_path / "run", fakes.write(tmp_path / "t.py", top=top, before_eval=LOCK_GRAB))
+    assert attempts(tmp_path / "run") == {name: "DENIED" for name in paths}, res.stdout
+    assert s["status"] == "ok", s
