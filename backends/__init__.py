@@ -143,6 +143,8 @@ def _pin(device: int | None) -> str | None:
                            f"(hydra/launcher=joblib or submitit_local)")
     _unpinned.setdefault(var, os.environ.get(var))
     os.environ[var] = value
+    if var == "CUDA_VISIBLE_DEVICES":  # GPU K is nvidia-smi's K (CUDA's own order puts the fastest first)
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     return var
 
 

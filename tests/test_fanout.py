@@ -72,6 +72,7 @@ def cuda_build(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     monkeypatch.setattr(backends, "_unpinned", {})
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
     return monkeypatch
 
 
@@ -80,6 +81,7 @@ def test_pin_indexes_the_gpus_the_process_was_given(cuda_build):
     assert backends._pin(1) == "CUDA_VISIBLE_DEVICES" and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
     env = proc.child_env("cuda", None, None)
     assert env["CUDA_VISIBLE_DEVICES"] == "5"  # training and evaluation children see only that GPU
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # numbered as nvidia-smi numbers them
     backends._pin(0)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "4"  # the allocation's first, not the pinned list's
     with pytest.raises(ValueError, match="only 2 GPU"):
@@ -191,6 +193,28 @@ def test_data_prepared_once_when_two_wait_for_it(monkeypatch, tmp_path):
         ready.set()  # ... and finishes
     waiter.join(timeout=10)
     assert not waiter.is_alive() and built == []  # found ready: not prepared twice
+
+
+def test_a_calibration_another_job_is_measuring_is_waited_for_then_read(monkeypatch, tmp_path, torch_threads):
+    from harness import calibration, calibration_store
+
+    cfg = compose_dict("calibrate", ["backend=cpu", f"data.cache_dir={tmp_path}"])
+    measured, said, done = threading.Event(), [], []
+    cached = {"created": time.time(), "cv": 0.01}
+    monkeypatch.setattr(calibration_store, "load", lambda path: cached if measured.is_set() else None)
+    monkeypatch.setattr(calibration, "validity", lambda cal, ccfg, path=None: "" if cal else "none yet")
+    monkeypatch.setattr(calibration, "_measured", lambda *a: done.append("measured twice"))
+    with locks.held(calibration_store.directory(cfg) / ".cpu.lock"):  # another job is measuring the CPU
+        waiter = threading.Thread(target=lambda: done.append(calibration.calibrate(cfg, log=said.append)))
+        waiter.start()
+        for _ in range(100):
+            if said:
+                break
+            time.sleep(0.05)
+        assert said == ["calibrate: waiting for another process measuring this device ..."]
+        measured.set()  # ... and keeps its measurement
+    waiter.join(timeout=10)
+    assert done == [cached]  # read, not measured again
 
 
 # ----------------------------------------------------------------- launchers
