@@ -117,7 +117,7 @@ def _experiment(cfg) -> None:
     budget, cal = budgeting.decide(cfg)
     out = experiment.run(cfg, run_dir, budget, own_calibration=cal)
     code = experiment.report(out)
-    raise Exit(code, f"{out['status']}: {out.get('reason') or 'val_bpb ' + str(out.get('val_bpb'))}")
+    raise Exit(code, f"{out['status']}: {out.get('reason')}" if code else f"val_bpb {out.get('val_bpb')}")
 
 
 def _command_line_keys() -> set[str]:
