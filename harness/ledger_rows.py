@@ -57,11 +57,13 @@ class RowContext:
     backend: str
     agent: str
     calibration: dict | None
+    slot: str | None = None  # the campaign's device slot (harness/slot.py); None: the backend's name
 
 
 def _base(ctx: RowContext, seq: int, commit: str, parent: str, status: str, description: str) -> dict:
     return {"seq": seq, "commit": commit[:12], "full_commit": commit, "parent": parent, "val_bpb": None,
-            "memory_gb": None, "status": status, "description": description, "backend": ctx.backend}
+            "memory_gb": None, "status": status, "description": description, "backend": ctx.backend,
+            "slot": ctx.slot or ctx.backend}
 
 
 def experiment_row(ctx: RowContext, seq: int, pending: Pending, out: dict, status: str, cycle_seconds: float,
