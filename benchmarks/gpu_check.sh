@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # GPU checks in one pass, for a lent CUDA machine (figures and logs go to $OUT):
-#   1. the GPU-marked tests, the FlashAttention stand-in's and the kernels' tests;
+#   1. the GPU-marked tests, the FlashAttention stand-in's, the kernels' and telemetry's tests;
 #   2. `kernels check` on the GPU (every Triton kernel against its reference, compiled);
 #   3. `kernels bench` at the reference preset's shapes (262,144 tokens, vocab 8192): time
 #      vs eager and torch.compile, peak memory; the CSV goes to $OUT/kernel_bench.csv;
 #   4. calibration of model=reference (sandbox self-test with a Triton kernel, the frozen
 #      baseline trained as an experiment trains it: compile, feed throughput);
-#   5. one normalized experiment of the reference preset (budget.reference_seconds=30);
+#   5. one normalized experiment of the reference preset (budget.reference_seconds=30), with its
+#      telemetry (NVML: energy, power, clocks, throttling);
 #   6. with WITH_UPSTREAM=1: the upstream-shaped script (tests/upstream_shape/train.py)
 #      with its device lines made CUDA's: torch.compile in the sandbox, kernels.get_kernel.
 # Under 8 minutes on an H200 (each step has its own timeout); runs on the machine's own
@@ -39,7 +40,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 step "tests (gpu-marked, FlashAttention stand-in, sandbox)"
 timeout 150 $PY -m pytest -q -p no:cacheprovider -m "not slow" tests/test_backends.py \
   tests/test_upstream_shape.py tests/test_sandbox.py tests/test_kernel_dispatch.py \
-  tests/test_kernel_norm_rotary.py tests/test_kernel_lce.py 2>&1 | tail -15
+  tests/test_kernel_norm_rotary.py tests/test_kernel_lce.py tests/test_telemetry.py 2>&1 | tail -15
 echo "tests rc=${PIPESTATUS[0]}"
 }
 
@@ -62,6 +63,8 @@ timeout 150 $PY -m harness experiment backend=cuda model=reference budget.refere
   budget.min_seconds=5 quiet=true hydra.run.dir=/tmp/exp-ref
 echo "experiment rc=$?"
 cp /tmp/exp-ref/summary.json "$OUT/experiment-reference.json" 2>/dev/null
+$PY -c "import json; t = json.load(open('/tmp/exp-ref/summary.json')).get('telemetry'); print(json.dumps(t, indent=1))" \
+  2>&1 | head -40  # NVML for real: energy, power, clocks, throttle reasons
 
 [ -n "${WITH_UPSTREAM:-}" ] && {
 step "upstream-shaped script on CUDA (device lines changed), model=tiny data"
