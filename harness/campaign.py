@@ -48,6 +48,12 @@ def resolve_agent_name(cfg: dict) -> str:
     return name
 
 
+def campaign_root(cfg: dict) -> Path:
+    """campaign.root as a path (relative: to the project)."""
+    root = Path(os.path.expanduser(cfg["campaign"]["root"]))
+    return root if root.is_absolute() else ROOT / root
+
+
 class Campaign:
     def __init__(self, cfg: dict, explicit: set[str] | None = None, agent: str | None = None):
         """`explicit`: the config keys the command line named (fixed settings it did not
@@ -55,8 +61,7 @@ class Campaign:
         `agent`: the agent this call is for, whatever the config says (`record`: external)."""
         self.cfg, self.explicit = cfg, explicit
         self.bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
-        root = Path(os.path.expanduser(cfg["campaign"]["root"]))
-        self.root = root if root.is_absolute() else ROOT / root
+        self.root = campaign_root(cfg)
         self.dir = self.root / cfg["campaign"]["tag"] / self.bk.NAME
         self.tree = self.dir / "worktree"
         self.branch = gitwork.branch_name(cfg["campaign"]["tag"], self.bk.NAME)
@@ -64,6 +69,7 @@ class Campaign:
         self.agent_name = agent or resolve_agent_name(cfg)
         self.calibration, self.budget = None, None
         self.notes: list[str] = []  # what opening the campaign did that the user must hear
+        self.row_marks: dict = {}  # fields every ledger row of this call carries (a replay's marks)
 
     @classmethod
     def report_only(cls, cfg: dict) -> "Campaign":
@@ -105,6 +111,25 @@ class Campaign:
         self._fix_settings()
         self.state.set_agent(self.agent_name)  # saved on every open: a new campaign's state is written here
         if reset:
+            self._save_stray_work()
+            gitwork.reset_to(self.tree, self.kept_commit())
+        self.workspace = Workspace(self.tree, SCOPES[self.cfg["scope"]], IMMUTABLE)
+
+    def open_for_replay(self, start: str) -> None:
+        """Lock, work tree, ledger and state for `autoresearch replay` (harness/replay.py),
+        which records rows but has no agent and never moves the branch: a new campaign's
+        branch and work tree are made at `start` (the commit the replayed campaign started
+        from); an existing one's are left exactly as they are."""
+        repo = gitwork.project_repo(ROOT)
+        self._make_dir()
+        self._lock()
+        gitwork.open_worktree(repo, self.tree, self.branch, start)
+        gitwork.clear_stale_lock(self.tree)
+        self.ledger = Ledger(self.dir)
+        self.state = CampaignState.load(self.state_path) if self.state_path.exists() else CampaignState.create(
+            self.state_path, self.cfg["campaign"]["tag"], self.bk.NAME, self.branch, gitwork.head(self.tree))
+        self._fix_settings()
+        if self.ledger.next_seq() == 0:  # its baseline is recorded next, from a clean tree, as `run` would
             self._save_stray_work()
             gitwork.reset_to(self.tree, self.kept_commit())
         self.workspace = Workspace(self.tree, SCOPES[self.cfg["scope"]], IMMUTABLE)
@@ -201,7 +226,7 @@ class Campaign:
 
     def row_context(self) -> RowContext:
         """What every ledger row of this call shares (harness/ledger_rows.py)."""
-        return RowContext(self.bk.NAME, self.agent_name, self.calibration)
+        return RowContext(self.bk.NAME, self.agent_name, self.calibration, dict(self.row_marks))
 
     # ------------------------------------------------------------------ the loop
     def prepare_budget(self) -> None:
@@ -276,6 +301,10 @@ class Campaign:
         if bare:
             lines.append(f"WARNING:   {bare} experiment(s) ran without a sandbox (isolation: none): "
                          f"their results are not tamper-proof")
+        replays = sum(1 for r in self.ledger.records() if r.get("status") == "replay")
+        if replays:
+            lines.append(f"replays:   {replays} run(s) of other campaigns' commits (status replay; not experiments "
+                         f"of this campaign); transfer matrices in {self.dir / 'transfer'}")
         lines += [f"ledger:    {self.dir / 'results.tsv'} (everything: results.jsonl)",
                   f"work tree: {self.tree} (branch {self.branch}, head = the last kept commit)",
                   f"runs:      {self.dir / 'runs'}"]

@@ -182,6 +182,13 @@ def _ledger(cfg) -> None:
 
 
 @_user_errors
+def _replay(cfg) -> None:
+    from harness import replay
+
+    replay.main(cfg, _command_line_keys())
+
+
+@_user_errors
 def _kernels(cfg) -> None:
     if _SUBVERB == "check":
         from harness import kernel_check
@@ -202,9 +209,10 @@ VERBS = {
     "run": (_run, "run (or resume) a campaign: agent edits, experiment, keep or revert, repeat"),
     "record": (_record, "external agent: commit the work tree's edits, run and record one experiment"),
     "ledger": (_ledger, "show a campaign's ledger and its best kept experiment"),
+    "replay": (_replay, "measure another campaign's kept discoveries on this device: its transfer matrix"),
     "kernels": (_kernels, "kernels check: each Triton kernel against its reference; kernels bench: their speed"),
 }
-CONFIG_OF = {"record": "run", "ledger": "run"}  # verbs that share another verb's config
+CONFIG_OF = {"record": "run", "ledger": "run", "replay": "run"}  # verbs that share another verb's config
 
 
 def usage() -> str:

@@ -145,6 +145,12 @@ class KeepConf:
 
 
 @dataclass
+class ReplayConf:
+    source: Optional[str] = None  # autoresearch replay: the campaign whose discoveries to replay, "<tag>/<slot>"
+    repeats: int = 2  # runs of each discovery (each mode) on the target; the baseline runs keep.baseline_runs times
+
+
+@dataclass
 class Config:
     backend: BackendConf = field(default_factory=BackendConf)
     data: DataConf = field(default_factory=DataConf)
@@ -159,6 +165,7 @@ class Config:
     keep: KeepConf = field(default_factory=KeepConf)
     scope: Scope = Scope.train
     kernels: KernelsConf = field(default_factory=KernelsConf)
+    replay: ReplayConf = field(default_factory=ReplayConf)
     isolation: Isolation = Isolation.auto  # the sandbox for everything the agent wrote
     description: str = ""  # autoresearch record: what the external agent changed
     train_file: Optional[str] = None  # train.py to run; None = the project's trainer/train.py

@@ -1,0 +1,140 @@
+"""`autoresearch replay`: a source campaign built by hand (a branch of known commits and
+its ledger), replayed on another campaign; the transfer matrix, the target's ledger, its
+branch left where it was, a second call that re-uses every run, and a commit the source's
+scope could not have made (it edits prepare.py) refused rather than run."""
+import json
+import subprocess
+
+import pytest
+
+from harness import fixed, gitwork
+from harness.config import compose_dict
+from harness.ledger_rows import is_experiment
+from tests.conftest import ROOT, remove_campaign, run_cli
+from tests.inproc import in_process
+
+FAST = ["backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=2", "data.eval_tokens=2048", "quiet=true",
+        "budget.allowance_seconds=30", "budget.grace_seconds=10", "eval.probe_tolerance=1e-4"]  # a loaded machine
+# takes seconds a step: the grace keeps a late last step from being a timeout
+# The target: another campaign.tag on this device. With device slots, the same tag on another
+# slot (["backend.threads=1"]) is the real use; the test runs the same with either.
+TARGET_TAG_SUFFIX = "-b"
+TRAIN = "trainer/train.py"
+
+
+def git(*args, cwd=ROOT):
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True).stdout.strip()
+
+
+def edit(tree, path, old, new):
+    p = tree / path
+    text = p.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    p.write_text(text.replace(old, new, 1))
+    return gitwork.commit_all(tree, f"exp: {path} {old!r} -> {new!r}")
+
+
+def row(seq, commit, parent, status, value, description):
+    return {"seq": seq, "commit": commit[:12], "full_commit": commit, "parent": parent, "status": status,
+            "val_bpb": value, "mean_val_bpb": value, "description": description, "experiment_status": "ok"}
+
+
+@pytest.fixture()
+def source(where):
+    """A campaign `<tag>/cpu` as `run` leaves one: a branch from the project's HEAD with kept
+    commits, a discarded one reset away, and its ledger and state. Returns (tag, root, rows)."""
+    tag, root = where
+    d = root / tag / "cpu"
+    tree = d / "worktree"
+    gitwork.open_worktree(ROOT, tree, gitwork.branch_name(tag, "cpu"))
+    base = gitwork.head(tree)
+    c1 = edit(tree, TRAIN, "WARMDOWN_RATIO = 0.5", "WARMDOWN_RATIO = 0.4")
+    dropped = edit(tree, TRAIN, "WARMDOWN_RATIO = 0.4", "WARMDOWN_RATIO = 0.9")
+    gitwork.reset_to(tree, c1)
+    c3 = edit(tree, TRAIN, "WARMDOWN_RATIO = 0.4", "WARMDOWN_RATIO = 0.3")  # on top of c1's line: not on the base
+    # someone committed by hand on the branch: the metric's module changed with train.py
+    (tree / "trainer/prepare.py").write_text((tree / "trainer/prepare.py").read_text() + "\n# hand-made\n")
+    c4 = edit(tree, TRAIN, "WARMDOWN_RATIO = 0.3", "WARMDOWN_RATIO = 0.2")
+    rows = [row(0, base, base, "keep", 2.50, "baseline"), row(1, c1, base, "keep", 2.40, "warm-down 0.4"),
+            row(2, dropped, c1, "discard", 2.60, "warm-down 0.9"), row(3, c3, c1, "keep", 2.35, "warm-down 0.3"),
+            row(4, c4, c3, "keep", 2.10, "warm-down 0.2 (and prepare.py)")]
+    (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    state = {"tag": tag, "backend": "cpu", "branch": gitwork.branch_name(tag, "cpu"), "base_commit": base,
+             "settings": fixed.settings(compose_dict("run", FAST))}
+    (d / "campaign.json").write_text(json.dumps(state))
+    yield tag, root, rows
+    remove_campaign(tag + TARGET_TAG_SUFFIX, root)
+
+
+def replay(tag, root, *extra):
+    return run_cli("replay", *FAST, f"replay.source={tag}/cpu", "replay.repeats=1", "keep.baseline_runs=1",
+                   f"campaign.root={root}", f"campaign.tag={tag}{TARGET_TAG_SUFFIX}", *extra, timeout=300)
+
+
+def ledger(d):
+    return [json.loads(line) for line in (d / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_replay_measures_each_discovery_and_resumes(cache_dir, source):
+    tag, root, src_rows = source
+    base, c1, c3, c4 = (src_rows[i]["full_commit"] for i in (0, 1, 3, 4))
+    head, status = git("rev-parse", "HEAD"), git("status", "--porcelain")
+    res = replay(tag, root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    target = root / (tag + TARGET_TAG_SUFFIX) / "cpu"
+    path = target / "transfer" / f"{tag}__cpu.json"
+    assert f"transfer matrix: {path}" in res.stdout
+    m = json.loads(path.read_text())
+    assert m["source"] == {"tag": tag, "slot": "cpu", "dir": str((root / tag / "cpu").resolve())}
+    assert m["target"]["tag"] == tag + TARGET_TAG_SUFFIX and m["budget"]["mode"] == "wall"
+    assert m["baseline"]["runs"] == 1 and m["baseline"]["val_bpb_mean"] > 0
+    assert [r["seq"] for r in m["rows"]] == [1, 3, 4]  # the kept ones, in order; the discarded one is not replayed
+    r1, r3, r4 = m["rows"]
+    assert [r["source_gain"] for r in m["rows"]] == pytest.approx([0.10, 0.05, 0.25])
+    for cell in (r1["cumulative"], r1["individual"], r3["cumulative"]):
+        assert cell["verdict"] in ("helps", "neutral", "hurts") and cell["runs"] == 1
+        assert cell["gain"] == pytest.approx(m["baseline"]["val_bpb_mean"] - cell["val_bpb_mean"])
+    assert r1["individual"]["same_as"] == "cumulative"  # the first discovery's diff on the baseline is itself
+    assert r3["individual"]["verdict"] == "not applied" and "does not apply cleanly" in r3["individual"]["why"]
+    for cell in (r4["individual"], r4["cumulative"]):  # never run: the source's scope could not have made it
+        assert cell["verdict"] == "not applied" and "trainer/prepare.py" in cell["why"] and cell["runs"] == 0
+    assert "helps" in res.stdout or "neutral" in res.stdout or "hurts" in res.stdout
+
+    rows = ledger(target)
+    assert rows[0]["seq"] == 0 and rows[0]["status"] == "keep" and rows[0]["full_commit"] == base
+    assert rows[0]["replay_mode"] == "baseline"  # a new target's baseline is the replay's
+    replays = [r for r in rows if r["status"] == "replay"]
+    assert [(r["replay_mode"], r["replay_of"]["seq"], r["replay_of"]["commit"]) for r in replays] == [
+        ("cumulative", 1, c1), ("cumulative", 3, c3)]
+    assert all(r["replay_of"]["tag"] == tag and r["replay_of"]["slot"] == "cpu" for r in replays)
+    assert not any(is_experiment(r) for r in rows)  # campaign.max_experiments counts none of them
+    tsv = (target / "results.tsv").read_text().splitlines()
+    assert [line.split("\t")[3] for line in tsv[1:]] == ["keep", "replay", "replay"]
+    # the target's branch is where it started (the source's base), the source's and the project's untouched
+    assert git("rev-parse", gitwork.branch_name(tag + TARGET_TAG_SUFFIX, "cpu")) == base
+    assert git("rev-parse", gitwork.branch_name(tag, "cpu")) == c4
+    assert git("rev-parse", "HEAD") == head and git("status", "--porcelain") == status
+    assert not (target / "campaign.lock").exists()
+
+    again = replay(tag, root)  # everything is recorded: nothing runs again
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert ledger(target) == rows
+    m2 = json.loads(path.read_text())
+    assert [r[k] for r in m2["rows"] for k in ("individual", "cumulative")] == [
+        r[k] for r in m["rows"] for k in ("individual", "cumulative")]
+    shown = run_cli("ledger", *FAST, f"campaign.root={root}", f"campaign.tag={tag}{TARGET_TAG_SUFFIX}")
+    assert shown.returncode == 0 and "replays:   2 run(s)" in shown.stdout
+
+
+def test_replay_refuses_a_missing_source_and_other_settings(capsys, monkeypatch, source):
+    tag, root, _ = source
+    res = in_process(capsys, monkeypatch, "replay", *FAST, "replay.source=nope/cpu", f"campaign.root={root}")
+    assert res.returncode == 2 and f"{tag}/cpu" in res.stderr and "no campaign at" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = in_process(capsys, monkeypatch, "replay", *FAST, f"replay.source={tag}/cpu", f"campaign.root={root}",
+                     "budget.seconds=3")
+    assert res.returncode == 2 and "ran with budget.seconds=2" in res.stderr
+    res = in_process(capsys, monkeypatch, "replay", *FAST, f"replay.source={tag}/cpu", f"campaign.root={root}")
+    assert res.returncode == 2 and "is the target campaign itself" in res.stderr  # same tag, same slot
+    assert not (root / tag / "cpu" / "campaign.lock").exists()
