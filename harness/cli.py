@@ -186,6 +186,7 @@ def _replay(cfg) -> None:
     from harness import replay
 
     replay.main(cfg, _command_line_keys())
+    raise SystemExit(0)
 
 
 @_user_errors

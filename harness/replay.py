@@ -40,9 +40,13 @@ from trainer import atomic
 __all__ = ["ReplayError", "main"]
 
 
-def main(cfg: dict, explicit: set[str] | None, display: Display | None = None) -> Path:
-    """Replay cfg's replay.source on cfg's campaign; print the table; return the matrix's path."""
+def main(cfg: dict, explicit: set[str] | None, display: Display | None = None) -> Path | None:
+    """Replay cfg's replay.source on cfg's campaign; print the table; return the matrix's path
+    (None: the source kept nothing to replay)."""
     src = Source.find(campaign_root(cfg), cfg["replay"]["source"])
+    if not src.discoveries():
+        print(f"replay: {src.name} kept nothing after its baseline: nothing to replay (no matrix written)", flush=True)
+        return None
     c = Campaign(target_config(cfg, src, explicit), agent=REPLAY)
     _check_target(c, src)
     display = display or Display()
@@ -251,8 +255,8 @@ class Replay:
     # ------------------------------------------------------------------ the matrix
     def matrix(self, discoveries: list[Discovery], base: Runs, cells: dict) -> dict:
         c, src = self.c, self.src
-        judge = Judge(c.cfg["keep"], c.calibration, base, [r for r, _ in cells.values() if r is not None],
-                      speed=c.cfg["scope"] == "kernels")
+        measured = [runs for key, (runs, _) in cells.items() if runs is not None and key not in self.shared]
+        judge = Judge(c.cfg["keep"], c.calibration, base, measured, speed=c.cfg["scope"] == "kernels")
         rows = []
         for d in discoveries:
             row = {"seq": d.seq, "commit": d.commit[:12], "full_commit": d.commit, "description": d.description,

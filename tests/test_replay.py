@@ -138,3 +138,100 @@ def test_replay_refuses_a_missing_source_and_other_settings(capsys, monkeypatch,
     res = in_process(capsys, monkeypatch, "replay", *FAST, f"replay.source={tag}/cpu", f"campaign.root={root}")
     assert res.returncode == 2 and "is the target campaign itself" in res.stderr  # same tag, same slot
     assert not (root / tag / "cpu" / "campaign.lock").exists()
+    empty = root / "empty" / "cpu"  # a campaign that kept nothing: said, nothing made
+    empty.mkdir(parents=True)
+    (empty / "results.jsonl").write_text(json.dumps(row(0, git("rev-parse", "HEAD"), "", "keep", 3.5, "baseline")) + "\n")
+    (empty / "campaign.json").write_text(json.dumps({"base_commit": git("rev-parse", "HEAD")}))
+    res = in_process(capsys, monkeypatch, "replay", *FAST, "replay.source=empty/cpu", f"campaign.root={root}",
+                     "campaign.tag=empty-b")
+    assert res.returncode == 0 and "nothing to replay" in res.stdout and not (root / "empty-b").exists()
+
+
+# ---------------------------------------------------------------------- in process, experiments faked
+def fake_experiments(monkeypatch, stop_at=None):
+    """experiment.run replaced: val_bpb = 3 + train.py's WARMDOWN_RATIO (read as text, never run),
+    +0.001 on every other call (some noise); the call `stop_at` is interrupted, as Ctrl-C leaves it."""
+    import re
+
+    from harness import experiment
+
+    calls = []
+
+    def run(cfg, run_dir, budget, own_calibration=None, kernels_dir=None, announce=True):
+        calls.append(cfg["train_file"])
+        if len(calls) == stop_at:
+            return {"status": "interrupted", "reason": "interrupted by the user", "run_dir": str(run_dir)}
+        ratio = float(re.search(r"WARMDOWN_RATIO = ([0-9.]+)", open(cfg["train_file"]).read()).group(1))
+        return {"status": "ok", "val_bpb": 3.0 + ratio + 0.001 * (len(calls) % 2), "training_seconds": 2.0,
+                "timed_tokens": 4096, "total_tokens": 8192, "run_dir": str(run_dir), "budget_seconds": budget.seconds}
+
+    monkeypatch.setattr(experiment, "run", run)
+    return calls
+
+
+def test_replay_into_a_campaign_started_elsewhere_killed_and_resumed(capsys, monkeypatch, cache_dir, source):
+    """The target exists, started from another commit (the source's first discovery) with its
+    own baseline: the replay adds the source's baseline as replay rows, never moves the
+    target's branch, refuses while the target has an experiment pending, and a replay
+    stopped half-way goes on with only the runs it lacks."""
+    tag, root, src_rows = source
+    base, c1, c3 = (src_rows[i]["full_commit"] for i in (0, 1, 3))
+    tree = root / (tag + TARGET_TAG_SUFFIX) / "cpu" / "worktree"
+    target, branch = tree.parent, gitwork.branch_name(tag + TARGET_TAG_SUFFIX, "cpu")
+    gitwork.open_worktree(ROOT, tree, branch, start=c1)
+    (target / "results.jsonl").write_text(json.dumps(row(0, c1, c1, "keep", 3.4, "baseline")) + "\n")
+    state = {"tag": tag + TARGET_TAG_SUFFIX, "backend": "cpu", "branch": branch, "base_commit": c1,
+             "settings": fixed.settings(compose_dict("run", FAST)),
+             "pending": {"seq": 1, "commit": c1, "parent": c1, "description": "x", "runs": []}}
+    (target / "campaign.json").write_text(json.dumps(state))
+    args = ["replay", *FAST, f"replay.source={tag}/cpu", f"campaign.root={root}", f"campaign.tag={tag}-b",
+            "replay.repeats=2", "keep.baseline_runs=2", "isolation=off"]
+    calls = fake_experiments(monkeypatch)
+    res = in_process(capsys, monkeypatch, *args)
+    assert res.returncode == 2 and "interrupted experiment pending" in res.stderr and not calls
+    del state["pending"]
+    (target / "campaign.json").write_text(json.dumps(state))
+
+    calls = fake_experiments(monkeypatch, stop_at=4)  # the second run of the first discovery
+    res = in_process(capsys, monkeypatch, *args)
+    assert res.returncode == 130, res.stdout + res.stderr
+    assert [(r["replay_mode"], r["replay_of"]["seq"]) for r in ledger(target)[1:]] == [
+        ("baseline", 0), ("baseline", 0), ("cumulative", 1)]
+    assert not (target / "campaign.lock").exists()
+
+    calls = fake_experiments(monkeypatch)
+    res = in_process(capsys, monkeypatch, *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert len(calls) == 3  # c1's second run, c3's two: nothing run twice
+    rows = ledger(target)
+    assert [r["status"] for r in rows] == ["keep"] + ["replay"] * 6
+    assert all(r["full_commit"] == base for r in rows[1:3]) and rows[1]["description"].startswith("replay baseline")
+    m = json.loads((target / "transfer" / f"{tag}__cpu.json").read_text())
+    assert m["baseline"]["runs"] == 2 and m["baseline"]["val_bpb_mean"] == pytest.approx(3.5005)
+    assert m["noise"] > 0 and m["noise_dof"] == 3  # the baseline's runs and each discovery's repeats
+    r1, r3, _ = m["rows"]
+    assert r1["cumulative"]["verdict"] == "helps" and r1["cumulative"]["gain"] == pytest.approx(0.1, abs=2e-3)
+    assert r3["cumulative"]["verdict"] == "helps" and r3["cumulative"]["gain"] == pytest.approx(0.2, abs=2e-3)
+    assert r1["individual"]["same_as"] == "cumulative"
+    assert git("rev-parse", branch) == c1 and git("status", "--porcelain", cwd=tree) == ""  # the target's head
+    from harness.decision import Head
+    assert Head.of(rows).value == 3.4  # its keep decision still compares with its own head
+
+
+def test_verdicts_use_the_noise_of_the_replays_runs():
+    from harness.transfer import Judge, Runs
+
+    keep = {"noise_sigmas": 2.0, "confirm_runs": 2, "threshold": None}
+    base = Runs((3.50, 3.51, 3.49), (10.0, 10.0, 10.0))
+    better, same, worse = Runs((3.40, 3.41), (10.0, 10.1)), Runs((3.505, 3.495), (10.0, 10.0)), Runs((3.6, 3.61), (9, 9))
+    broken = Runs.of_rows([{"experiment_status": "ok", "val_bpb": 3.4}, {"experiment_status": "nan", "reason": "loss"}])
+    judge = Judge(keep, None, base, [better, same, worse, broken])
+    assert judge.rule.noise.dof == 5  # 2 from the baseline, 1 from each scored cell
+    assert [judge.cell(r)["verdict"] for r in (better, same, worse)] == ["helps", "neutral", "hurts"]
+    assert judge.cell(broken)["verdict"] == "hurts" and "nan" in judge.cell(broken)["why"]
+    assert judge.cell(None, "does not apply")["verdict"] == "not applied"
+    # a kernel campaign's: on speed, val_bpb no worse beyond its margin
+    judge = Judge(keep, None, base, [better, worse], speed=True)
+    assert judge.cell(worse)["verdict"] == "hurts"  # faster, but worse val_bpb
+    assert judge.cell(Runs((3.50, 3.50), (8.0, 8.1)))["verdict"] == "helps"
+    assert judge.cell(Runs((3.50, 3.50), (10.0, 10.0)))["verdict"] == "neutral"
