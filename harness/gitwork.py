@@ -7,6 +7,7 @@ patch is applied in a temporary index, and files are read straight from a tree.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -139,7 +140,9 @@ def save_work(tree: Path, known: set[str], branch: str) -> str | None:
 
 # ---------------------------------------------------------------------- trees, for a replay
 def is_commit(repo: Path, commit: str) -> bool:
-    return bool(commit) and subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=repo,
+    """Whether `commit`, a full hash (nothing git could read as an option or a revision
+    expression: it may come from a ledger), names a commit in the repository."""
+    return bool(re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit or "")) and subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=repo,
                                            capture_output=True).returncode == 0
 
 

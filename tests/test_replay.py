@@ -138,6 +138,12 @@ def test_replay_refuses_a_missing_source_and_other_settings(capsys, monkeypatch,
     res = in_process(capsys, monkeypatch, "replay", *FAST, f"replay.source={tag}/cpu", f"campaign.root={root}")
     assert res.returncode == 2 and "is the target campaign itself" in res.stderr  # same tag, same slot
     assert not (root / tag / "cpu" / "campaign.lock").exists()
+    from harness.replay_source import Discovery, Source
+
+    src = Source.find(root, f"{tag}/cpu")  # a ledger's commit that git would read as an option: never passed to git
+    for bad in ("--output=/tmp/x", "HEAD", "main~1"):
+        code = src.code(Discovery(9, bad, src.base, "tampered", None, None), "cumulative", root / "index")
+        assert code.tree is None and "not in the repository" in code.why
     empty = root / "empty" / "cpu"  # a campaign that kept nothing: said, nothing made
     empty.mkdir(parents=True)
     (empty / "results.jsonl").write_text(json.dumps(row(0, git("rev-parse", "HEAD"), "", "keep", 3.5, "baseline")) + "\n")
