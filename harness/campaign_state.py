@@ -44,7 +44,7 @@ class Pending:
     """The candidate noted before it runs: the resume point (a campaign killed while it
     runs re-runs it). In campaign.json it is one flat object, the shape every version has
     written: seq, commit, parent, description, agent_seconds, the proposal's agent_* ledger
-    fields, runs, and known when set."""
+    fields, runs, and known and gates when set."""
     seq: int
     commit: str  # the candidate's commit (its parent for a candidate with nothing to run)
     parent: str  # the kept commit it was made from: what a discard resets to
@@ -53,6 +53,7 @@ class Pending:
     usage: dict[str, Any] = field(default_factory=dict)  # agent_tokens_in, ..., agent_cost_usd
     runs: list[dict] = field(default_factory=list)  # experiment.run summaries so far
     known: Known | None = None  # set: nothing to run, the outcome is already known
+    gates: dict | None = None  # a kernel candidate's checks before it is timed (None: not yet passed through)
 
     @classmethod
     def of(cls, seq: int, commit: str, parent: str, proposal: Proposal, agent_seconds: float,
@@ -64,6 +65,8 @@ class Pending:
                "agent_seconds": self.agent_seconds, **self.usage, "runs": list(self.runs)}
         if self.known is not None:
             out["known"] = {"status": self.known.status, "reason": self.known.reason}
+        if self.gates is not None:
+            out["gates"] = self.gates
         return out
 
     @classmethod
@@ -76,7 +79,8 @@ class Pending:
         return cls(d["seq"], d["commit"], d["parent"], str(d.get("description", "")), d.get("agent_seconds"),
                    {k: v for k, v in d.items() if k.startswith("agent_") and k != "agent_seconds"},
                    list(d.get("runs", [])),
-                   Known(known["status"], known.get("reason", "")) if isinstance(known, dict) else None)
+                   Known(known["status"], known.get("reason", "")) if isinstance(known, dict) else None,
+                   d["gates"] if isinstance(d.get("gates"), dict) else None)
 
 
 class CampaignState:

@@ -190,6 +190,14 @@ def _replay(cfg) -> None:
 
 
 @_user_errors
+def _report(cfg) -> None:
+    from harness.report import build
+
+    build.run(cfg, log=lambda m: print(m, flush=True))
+    raise SystemExit(0)
+
+
+@_user_errors
 def _kernels(cfg) -> None:
     if _SUBVERB == "check":
         from harness import kernel_check
@@ -211,6 +219,7 @@ VERBS = {
     "record": (_record, "external agent: commit the work tree's edits, run and record one experiment"),
     "ledger": (_ledger, "show a campaign's ledger and its best kept experiment"),
     "replay": (_replay, "measure another campaign's kept discoveries on this device: its transfer matrix"),
+    "report": (_report, "figures and tables of campaigns (every one under campaign.root): report.html, report.md, PNGs"),
     "kernels": (_kernels, "kernels check: each Triton kernel against its reference; kernels bench: their speed"),
 }
 CONFIG_OF = {"record": "run", "ledger": "run", "replay": "run"}  # verbs that share another verb's config

@@ -151,6 +151,12 @@ class ReplayConf:
 
 
 @dataclass
+class ReportConf:
+    tags: Optional[List[str]] = None  # autoresearch report: only these campaign tags (every slot); None = all
+    out: Optional[str] = None  # where the report goes (relative: to the working directory); None = <campaign.root>/report
+
+
+@dataclass
 class Config:
     backend: BackendConf = field(default_factory=BackendConf)
     data: DataConf = field(default_factory=DataConf)
@@ -166,6 +172,7 @@ class Config:
     scope: Scope = Scope.train
     kernels: KernelsConf = field(default_factory=KernelsConf)
     replay: ReplayConf = field(default_factory=ReplayConf)
+    report: ReportConf = field(default_factory=ReportConf)
     isolation: Isolation = Isolation.auto  # the sandbox for everything the agent wrote
     description: str = ""  # autoresearch record: what the external agent changed
     train_file: Optional[str] = None  # train.py to run; None = the project's trainer/train.py

@@ -16,7 +16,7 @@ import copy
 import time
 from datetime import datetime
 
-from harness import experiment, gitwork, kernel_check, ledger_rows, stops
+from harness import experiment, gitwork, kernel_check, kernel_micro, ledger_rows, stops
 from harness.agents import Context, Proposal, StopCampaign
 from harness.campaign_state import Known, Pending
 from harness.display import Display
@@ -51,6 +51,8 @@ def cycle(c, agent, program: str, display: Display, description: str | None = No
         pending = _propose(c, seq, agent, program, description, display)
         if pending is None:
             return False
+    if not pending.known and pending.gates is None and _touches_kernels(c, pending):
+        _gate(c, pending, display)  # after the note: a kill during the checks re-checks on resume
     if pending.known:  # nothing to run: no change, or the edit itself failed
         known = {"status": pending.known.status, "reason": pending.known.reason, "val_bpb": None}
         _record(c, pending, [known], time.time() - t_cycle, display)
@@ -101,26 +103,37 @@ def _propose(c, seq: int, agent, program: str, description: str | None,
     if seq > 0 and not gitwork.changed_files(c.tree):
         proposal.description = f"(no change) {proposal.description}"
         return _note(c, seq, parent, parent, proposal, t0, Known("discard", "no change"))
-    kernels_changed = seq > 0 and any(f.startswith("kernels/") for f in gitwork.changed_files(c.tree))
     commit = gitwork.commit_all(c.tree, f"exp {seq}: {proposal.description}") if seq > 0 else parent
-    if kernels_changed:  # nothing is timed before the kernels pass their check
-        refused = _kernels_refused(c, display)
-        if refused:
-            return _note(c, seq, commit, parent, proposal, t0, Known("refused", refused))
     return _note(c, seq, commit, parent, proposal, t0)
 
 
-def _kernels_refused(c, display: Display) -> str:
-    """'' when the candidate's kernels pass `kernels check` (harness/kernel_check.py: the
-    static rules, then each kernel against its reference in a sandboxed child), else why
-    not, for the ledger."""
+def _touches_kernels(c, pending: Pending) -> bool:
+    return pending.seq > 0 and any(f.startswith("kernels/")
+                                   for f in gitwork.diff_files(c.tree, pending.parent, pending.commit))
+
+
+def _gate(c, pending: Pending, display: Display) -> None:
+    """Nothing is timed before a candidate's kernels pass `kernels check`
+    (harness/kernel_check.py: the static rules, then each kernel against its reference in
+    a sandboxed child); one that fails is refused with the check's reason. One that passes
+    is micro-benchmarked (harness/kernel_micro.py: advisory figures, GPU only). Both go in
+    the pending note (saved) and then in the ledger row as `gates`."""
     display.note("kernels check: the candidate's kernels against their references ...")
     report = kernel_check.run(c.cfg, kernels_dir=c.tree / "kernels", log=lambda m: None)
-    if report.ok:
-        display.note(f"kernels check: passed ({len(report.passed)} cases)")
-        return ""
-    shown = report.problems[:6] + ([f"... and {len(report.problems) - 6} more"] if len(report.problems) > 6 else [])
-    return "kernels check failed: " + "; ".join(p.splitlines()[0] for p in shown)
+    if not report.ok:
+        shown = report.problems[:6] + ([f"... and {len(report.problems) - 6} more"]
+                                       if len(report.problems) > 6 else [])
+        pending.gates = {"kernels_check": f"failed ({len(report.problems)} problem(s))"}
+        pending.known = Known("refused", "kernels check failed: " + "; ".join(p.splitlines()[0] for p in shown))
+        c.state.note_pending(pending)
+        return
+    display.note(f"kernels check: passed ({len(report.passed)} cases)")
+    micro = kernel_micro.measure(c.cfg, c.tree / "kernels", log=lambda m: None)
+    display.note("micro-benchmark: " + (micro.get("skipped") or micro.get("failed")
+                                        or "; ".join(f"{k}: {v['fwd+bwd']:.3f} ms fwd+bwd"
+                                                     for k, v in micro["ms"].items() if "fwd+bwd" in v)))
+    pending.gates = {"kernels_check": f"passed ({len(report.passed)} cases)", "micro_bench": micro}
+    c.state.note_pending(pending)
 
 
 def _note(c, seq: int, commit: str, parent: str, proposal: Proposal, t0: float,
@@ -186,6 +199,8 @@ def _record(c, pending: Pending, runs: list[dict], cycle_seconds: float, display
     row = ledger_rows.experiment_row(ctx, pending.seq, pending, runs[0], verdict.status, cycle_seconds, diff)
     row.update(mean_val_bpb=verdict.mean, mean_us_per_token=verdict.speed, runs=len(runs),
                keep_rule=verdict.record(len(runs)))
+    if pending.gates is not None:
+        row["gates"] = pending.gates
     c.ledger.append(row)
     display.result(row)
     for attempt, extra in enumerate(runs[1:], 1):

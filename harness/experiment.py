@@ -192,6 +192,10 @@ def report(out: dict) -> int:
     out_print.update({f"train.{k}": v for k, v in (out.get("train") or {}).items()})
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         out_print.pop("val_bpb", None)  # no val_bpb line: the contract's mark of a failed run
+    tel = out.get("telemetry") or {}
+    out_print.update({k: tel[k] for k in ("energy_j", "tokens_per_joule") if tel.get(k) is not None})
+    for flag in tel.get("flags") or ():
+        print(f"experiment: WARNING: {flag}", file=sys.stderr)
     print(summary.format_block(out_print), flush=True)
     print(f"experiment: summary written to {Path(out['run_dir']) / SUMMARY_FILE}", flush=True)
     if out["status"] == "interrupted":

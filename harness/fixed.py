@@ -1,4 +1,4 @@
-"""What a campaign fixes when it starts: its budget, model, data and scope.
+"""What a campaign fixes when it starts: its budget, model, data, scope and kernel mode.
 
 Every experiment of a campaign is compared with the ones before it, so they must all train
 under the same budget on the same data with the same model preset. The settings that
@@ -13,7 +13,9 @@ import copy
 from harness.budget import Budget
 
 # Config subtrees (and single keys) that decide what an experiment's val_bpb means.
-FIXED = ("budget", "model", "data", "scope", "eval.causality_check", "eval.probe_batches", "eval.probe_tolerance")
+# kernels.mode too: Triton kernels and their references train at different speeds.
+FIXED = ("budget", "model", "data", "scope", "kernels.mode", "eval.causality_check", "eval.probe_batches",
+         "eval.probe_tolerance")
 # ... but not these: where things live and how they are fetched, or a one-off override.
 FREE = ("budget.force", "budget.min_seconds", "budget.max_seconds", "data.cache_dir", "data.workers",
         "data.base_url")

@@ -93,6 +93,13 @@ def commit_all(tree: Path, message: str) -> str:
     return head(tree)
 
 
+def diff_files(tree: Path, parent: str, commit: str) -> list[str]:
+    """Paths that differ between two commits, exactly as named."""
+    if parent == commit:
+        return []
+    return [p for p in git(tree, "diff", "--name-only", "-z", parent, commit, strip=False).split("\0") if p]
+
+
 def diff_stats(tree: Path, parent: str, commit: str) -> dict:
     files = ins = dels = 0
     for line in git(tree, "diff", "--numstat", parent, commit).splitlines():

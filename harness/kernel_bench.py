@@ -53,7 +53,7 @@ def shapes(cfg: dict, dtype: torch.dtype, dev) -> list[tuple[str, str, Callable[
     ]
 
 
-def _timer(bk, gpu: bool, repeats: int) -> Callable[[Callable], float]:
+def timer(bk, gpu: bool, repeats: int) -> Callable[[Callable], float]:
     if gpu:
         from triton.testing import do_bench
 
@@ -86,7 +86,7 @@ def _peak_mb(bk, fn: Callable) -> float | None:
     return (bk.max_memory_allocated() - before) / 2 ** 20
 
 
-def _passes(fn: Callable, make: Callable[[], tuple], grad_idx: tuple[int, ...]) -> dict[str, Callable]:
+def passes(fn: Callable, make: Callable[[], tuple], grad_idx: tuple[int, ...]) -> dict[str, Callable]:
     """The forward-only and forward+backward closures of `fn` on one set of inputs."""
     args = list(make())
     leaves = [a.requires_grad_(True) if i in grad_idx else a for i, a in enumerate(args)]
@@ -108,7 +108,7 @@ def run(cfg: dict, log=print) -> list[dict]:
     bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
     gpu = bk.NAME in ("cuda", "rocm")
     dtype, dev = bk.compute_dtype(), bk.device()
-    timer = _timer(bk, gpu, int(cfg["kernels"]["repeats"]))
+    clock = timer(bk, gpu, int(cfg["kernels"]["repeats"]))
     only = cfg["kernels"].get("only")
     rows, stamp = [], datetime.now(timezone.utc).isoformat(timespec="seconds")
     fp = json.dumps(bk.fingerprint(), sort_keys=True, default=str)
@@ -123,8 +123,8 @@ def run(cfg: dict, log=print) -> list[dict]:
             row = {"time": stamp, "device": bk.device_name(), "backend": bk.NAME, "fingerprint": fp,
                    "kernel": name, "shape": label, "dtype": str(dtype).removeprefix("torch."), "pass": which}
             for impl, fn in impls.items():
-                closure = _passes(fn, make, grad_idx)[which]
-                row[f"{impl}_ms"] = timer(closure)
+                closure = passes(fn, make, grad_idx)[which]
+                row[f"{impl}_ms"] = clock(closure)
                 row[f"{impl}_peak_mb"] = _peak_mb(bk, closure) if which == "fwd+bwd" else None
             if row.get("triton_ms"):
                 row["speedup_vs_eager"] = row["eager_ms"] / row["triton_ms"]

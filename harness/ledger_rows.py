@@ -86,7 +86,7 @@ def experiment_row(ctx: RowContext, seq: int, pending: Pending, out: dict, statu
            "budget_mode": out.get("budget_mode"), "calibration_id": cal.get("id"),
            "calibration_quality": cal.get("quality"), "calibration_cv": cal.get("cv"), "diff": diff,
            "cycle_seconds": cycle_seconds, "agent": ctx.agent, "agent_seconds": pending.agent_seconds,
-           "run_dir": out.get("run_dir"), "us_per_token": us_per_token(out)}
+           "run_dir": out.get("run_dir"), "us_per_token": us_per_token(out), "telemetry": out.get("telemetry")}
     if status != CONFIRM:
         row.update(pending.usage)
     return row

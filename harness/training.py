@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness import proc, stops, summary
 from harness.feed import Feed
-from harness.telemetry import PeakMemory
+from harness.telemetry import Telemetry
 
 NAN_PATTERN = re.compile(r"\bnan\b|\binf\b", re.IGNORECASE)
 MAX_MODEL_BYTES = 64 << 30
@@ -48,7 +48,7 @@ def run(cmd: list[str], *, scratch: Path, handover: Path, env: dict, feed: Feed,
         on_start(child.pid)
     feed.on_handover = lambda: _kill_group(child.pid)
     feed.start(t_spawn)
-    mem = PeakMemory(child.pid, backend).start()
+    tel = Telemetry(child.pid, backend, device_hint=_device_hint(env)).start()
     cut_off = False
     try:
         while True:
@@ -62,15 +62,16 @@ def run(cmd: list[str], *, scratch: Path, handover: Path, env: dict, feed: Feed,
         out.status, out.reason = "interrupted", stops.reason(e)
     finally:
         child.kill_tree()  # before anything else: nothing train.py started outlives this line
-        peak = mem.stop()
+        tel.stop()
     text = child.output()
     out.log_tail = "\n".join(text.splitlines()[-30:])
     out.reported = summary.parse(text)
     out.fields = {
         "training_seconds": feed.training_seconds(), "startup_seconds": _startup(feed, t_spawn),
-        "peak_memory_mb": peak, "total_tokens_M": feed.tokens / 1e6, "total_tokens": feed.tokens,
+        "peak_memory_mb": tel.peak_memory_mb(), "total_tokens_M": feed.tokens / 1e6, "total_tokens": feed.tokens,
         "timed_tokens": feed.timed_tokens,
         "num_steps": feed.batches, "train_process_seconds": child.seconds,
+        "telemetry": tel.summary(_timed_window(feed), feed.timed_tokens),
     }
     if out.status == "interrupted":
         return out
@@ -104,6 +105,24 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _timed_window(feed: Feed) -> tuple[float, float] | None:
+    """The timed training by the feed's clock (monotonic seconds): its energy is the run's."""
+    start = feed.clock_start()
+    if start is None:
+        return None
+    return start, start + feed.training_seconds()
+
+
+def _device_hint(env: dict) -> int | None:
+    """The GPU the child was given, where one index is (a hint for telemetry until the
+    child shows up on a GPU: the driver's numbering may differ from CUDA's)."""
+    for key in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"):
+        value = str(env.get(key, "")).strip()
+        if value.isdigit():
+            return int(value)
+    return None
 
 
 def _startup(feed: Feed, t_spawn: float) -> float | None:

@@ -76,6 +76,9 @@ def test_a_campaign_keeps_its_settings_unless_a_call_asks_for_others():
     with pytest.raises(fixed.SettingsConflict, match=r"budget.seconds=5.0.*asks for budget.seconds=20"):
         fixed.reconcile(compose_dict("run", ["model=tiny", "budget.mode=wall", "budget.seconds=20"]), saved,
                         fixed.override_keys(["budget.mode=wall", "budget.seconds=20"]), "t")
+    with pytest.raises(fixed.SettingsConflict, match=r"kernels.mode=auto.*asks for kernels.mode=reference"):
+        fixed.reconcile(compose_dict("run", ["model=tiny", "kernels.mode=reference"]), saved,
+                        fixed.override_keys(["kernels.mode=reference"]), "t")
     with pytest.raises(fixed.SettingsConflict, match="model.depth"):  # a group names all its keys
         fixed.reconcile(compose_dict("run", ["model=small"]), saved, fixed.override_keys(["model=small"]), "t")
     same, none = fixed.reconcile(start, saved, fixed.override_keys(["budget.seconds=5"]), "t")

@@ -28,3 +28,33 @@ def test_the_table_shows_speedups_and_peaks_when_measured():
            "compiled_peak_mb": 20.0, "triton_peak_mb": 5.0}
     line = kernel_bench.table([row]).splitlines()[1]
     assert "4.00x" in line and "2.00x" in line and "30/20/5" in line
+
+
+def test_the_micro_benchmark_times_a_candidates_kernels_in_a_sandboxed_child(cache_dir):
+    """A kernel campaign's micro-benchmark step (harness/kernel_micro.py): skipped off a GPU;
+    forced here, the child runs the candidate's Triton kernels in the interpreter and hands
+    back times the harness keeps only where they are well-formed."""
+    import pytest
+
+    from harness import kernel_micro
+    from harness.guard import ROOT
+    from harness.config import compose_dict
+
+    pytest.importorskip("triton")
+    cfg = compose_dict("kernels", ["backend=cpu", "model=tiny", "kernels.only=[rms_norm]", "kernels.repeats=1",
+                                   f"data.cache_dir={cache_dir}"])
+    assert "no GPU" in kernel_micro.measure(cfg, ROOT / "kernels", log=lambda m: None)["skipped"]
+    got = kernel_micro.measure(cfg, ROOT / "kernels", log=lambda m: None, force=True)
+    assert "end-to-end experiment decides" in got["advisory"]
+    assert set(got["ms"]) == {"rms_norm 2048x256", "rms_norm 8192x64"}
+    assert all(v["fwd"] > 0 and v["fwd+bwd"] > 0 for v in got["ms"].values())
+
+
+def test_the_micro_benchmarks_answer_is_kept_only_where_well_formed():
+    from harness.kernel_micro import parse
+
+    assert parse("not json") == {} and parse("[1, 2]") == {}
+    hostile = {"rms_norm 8x4": {"fwd": 0.5, "fwd+bwd": float("nan"), "extra": 3.0}, "x": {"fwd": -1},
+               "y": {"fwd": True}, "z": "fast", "w": {"fwd+bwd": 1e300}}
+    import json
+    assert parse(json.dumps(hostile)) == {"rms_norm 8x4": {"fwd": 0.5}}

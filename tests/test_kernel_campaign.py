@@ -56,6 +56,41 @@ def test_a_kernel_campaign_refuses_a_wrong_kernel_and_keeps_a_correct_one(cache_
     assert "GPU_TILE = 4096" in (c.tree / "kernels" / "launch.py").read_text()  # the kept change is the head
     assert BACKWARD in (c.tree / "kernels" / "rmsnorm.py").read_text()  # the refused one is gone
     assert recs[2]["us_per_token"] == pytest.approx(8.0) and recs[2]["keep_rule"]["speed"]["gain"] == pytest.approx(2.0)
+    # the gates each candidate passed through, in its row: on a CPU the micro-benchmark says why it did not run
+    assert refused["gates"]["kernels_check"].startswith("failed") and "micro_bench" not in refused["gates"]
+    assert recs[2]["gates"]["kernels_check"].startswith("passed")
+    assert "no GPU" in recs[2]["gates"]["micro_bench"]["skipped"]
+    assert "gates" not in recs[0]  # the baseline is not a kernel candidate
+
+
+def test_a_candidate_killed_during_its_kernels_check_is_checked_again_on_resume(cache_dir, where, monkeypatch,
+                                                                                 tmp_path):
+    import json
+
+    from harness import kernel_check
+
+    pytest.importorskip("triton")
+    script = tmp_path / "edits.json"
+    script.write_text(json.dumps([{"description": "larger GPU tiles", "path": "kernels/launch.py",
+                                   "old": "GPU_TILE = 2048", "new": "GPU_TILE = 4096"}]))
+    real, calls = kernel_check.run, []
+
+    def interrupted_once(cfg, kernels_dir=None, log=print):
+        calls.append(kernels_dir)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # Ctrl-C (or a kill) while the candidate is being checked
+        return real(cfg, kernels_dir=kernels_dir, log=log)
+
+    monkeypatch.setattr(kernel_check, "run", interrupted_once)
+    stub(monkeypatch, [(1.0, 10.0), (1.0, 8.0)])
+    args = ("scope=kernels", "agent=scripted", f"agent.script={script}", "campaign.max_experiments=1")
+    with pytest.raises(KeyboardInterrupt):
+        run_campaign(where, *args)
+    c, why, code, _ = run_campaign(where, *args)  # resumed: the same candidate, checked, then run
+    recs = rows(c)
+    assert code == 0 and [(r["seq"], r["status"]) for r in recs] == [(0, "keep"), (1, "keep")], why
+    assert len(calls) == 2 and recs[1]["description"] == "larger GPU tiles"
+    assert recs[1]["gates"]["kernels_check"].startswith("passed")
 
 
 def row(seq, status, val, us, confirms=None):
