@@ -37,9 +37,6 @@ from harness.replay_source import Code, Discovery, ReplayError, Source
 from harness.transfer import Judge, Runs, table
 from trainer import atomic
 
-__all__ = ["ReplayError", "main"]
-
-
 def main(cfg: dict, explicit: set[str] | None, display: Display | None = None) -> Path | None:
     """Replay cfg's replay.source on cfg's campaign; print the table; return the matrix's path
     (None: the source kept nothing to replay)."""
@@ -57,7 +54,8 @@ def main(cfg: dict, explicit: set[str] | None, display: Display | None = None) -
         pending = c.state.pending
         if pending is not None and pending.seq > 0:
             raise ReplayError(f"the target campaign {c.dir} has an interrupted experiment pending (exp {pending.seq}): "
-                              f"resume it first with `autoresearch run campaign.tag={c.cfg['campaign']['tag']}`, or "
+                              f"resume it first with `autoresearch run campaign.tag={c.cfg['campaign']['tag']} "
+                              f"campaign.root={c.root}`, or "
                               f"replay into another campaign.tag")
         matrix = Replay(c, src, display).run()
     finally:

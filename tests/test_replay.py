@@ -222,6 +222,10 @@ def test_replay_into_a_campaign_started_elsewhere_killed_and_resumed(capsys, mon
     assert git("rev-parse", branch) == c1 and git("status", "--porcelain", cwd=tree) == ""  # the target's head
     from harness.decision import Head
     assert Head.of(rows).value == 3.4  # its keep decision still compares with its own head
+    res = in_process(capsys, monkeypatch, "report", f"campaign.root={root}", f"report.out={root / 'report'}")
+    assert res.returncode == 0, res.stdout + res.stderr  # `autoresearch report` reads the matrix
+    md = (root / "report" / "report.md").read_text()
+    assert f"{tag}-b/cpu" in md and "helps" in md and "not applied" in md
 
 
 def test_verdicts_use_the_noise_of_the_replays_runs():
