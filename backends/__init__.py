@@ -9,9 +9,12 @@ Each of cpu.py, cuda.py, rocm.py and mps.py exposes NAME, is_available,
 unavailable_reason, device, compute_dtype, autocast, grad_scaler, synchronize,
 memory_allocated, max_memory_allocated, reset_peak_memory, device_name,
 peak_flops, compile_available, triton_available, attention_impl, pin_memory,
-fingerprint and setup. activate() writes the resolved choice into the
-environment (AUTORESEARCH_BACKEND, AUTORESEARCH_THREADS) so that child
-processes (the training run, the evaluator) pick the same backend via current().
+fingerprint and setup, and VISIBLE_DEVICES (the variable that picks the GPUs
+a process sees; None on cpu and mps). activate() writes the resolved choice
+into the environment (AUTORESEARCH_BACKEND, AUTORESEARCH_THREADS, and for a
+pinned GPU CUDA_VISIBLE_DEVICES or HIP_VISIBLE_DEVICES) so that child
+processes (the training run, the evaluator) pick the same backend and GPU via
+current().
 """
 from __future__ import annotations
 
@@ -26,6 +29,9 @@ ENV_BACKEND = "AUTORESEARCH_BACKEND"
 ENV_THREADS = "AUTORESEARCH_THREADS"
 
 _active: ModuleType | None = None  # set by activate(); what current() returns
+# variable -> its value before this process first pinned a GPU (None: it was unset); a
+# later pin indexes into that list of GPUs, not into the one GPU the first pin left visible
+_unpinned: dict[str, str | None] = {}
 
 # OpenMP threads that spin while they wait for work (libgomp's default for a while after
 # each parallel region) collapse throughput when two processes share the cores: two tiny
@@ -67,10 +73,23 @@ def get(name: str = "auto") -> ModuleType:
     return backend
 
 
-def activate(name: str = "auto", threads: int | None = None) -> ModuleType:
-    """Resolve, set up and remember a backend; export the choice to child processes."""
+def activate(name: str = "auto", threads: int | None = None, device: int | None = None) -> ModuleType:
+    """Resolve, set up and remember a backend; export the choice to child processes.
+    `device`: pin this process and its children to that GPU (its index among the GPUs
+    the process may see); ValueError on a backend without GPUs to pick from."""
     global _active
-    backend = get(name)
+    if device is not None and (name or "auto").strip().lower() in ("cpu", "mps"):
+        raise ValueError(_no_gpus(name, device))
+    var = _pin(device)
+    try:
+        backend = get(name)
+    except RuntimeError as e:
+        if device is None or var is None:
+            raise
+        raise RuntimeError(f"{e} (backend.device={device}: {var}={os.environ.get(var, '')})") from None
+    if device is not None and (backend.VISIBLE_DEVICES is None or backend.VISIBLE_DEVICES != var):
+        # `auto` fell back to a device without GPUs
+        raise ValueError(_no_gpus(backend.NAME, device))
     backend.setup(threads)
     os.environ[ENV_BACKEND] = backend.NAME  # the resolved name, never "auto"
     if threads is None:
@@ -79,6 +98,54 @@ def activate(name: str = "auto", threads: int | None = None) -> ModuleType:
         os.environ[ENV_THREADS] = str(threads)
     _active = backend
     return backend
+
+
+def _no_gpus(name: str, device: int) -> str:
+    return (f"backend.device={device}: the {name} backend has no GPUs to pick from; drop backend.device "
+            f"(backend.threads=N gives CPU campaigns side by side their own share of the cores)")
+
+
+def _visible_var() -> str | None:
+    """The variable that picks this torch build's GPUs (read without initializing a GPU)."""
+    import torch
+
+    if getattr(torch.version, "hip", None):
+        return "HIP_VISIBLE_DEVICES"
+    return "CUDA_VISIBLE_DEVICES" if torch.version.cuda else None
+
+
+def _pin(device: int | None) -> str | None:
+    """Make GPU `device` the only one this process and its children see (before torch
+    initializes the GPU: the runtime reads the variable once); None: undo a pin this
+    process made. Returns the variable it set."""
+    var = _visible_var()
+    if var is None:
+        return None
+    if device is None:
+        if var in _unpinned:  # an earlier job of this process pinned a GPU: see them all again
+            before = _unpinned.pop(var)
+            if before is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = before
+        return var
+    before = _unpinned.get(var, os.environ.get(var))
+    listed = [d.strip() for d in before.split(",") if d.strip()] if before is not None else None
+    if listed is not None and not 0 <= device < len(listed):
+        raise ValueError(f"backend.device={device}: only {len(listed)} GPU(s) are visible to this process "
+                         f"({var}={before}): pick an index from 0 to {len(listed) - 1}")
+    value = listed[device] if listed is not None else str(device)
+    import torch
+
+    if torch.cuda.is_initialized() and os.environ.get(var) != value:
+        raise RuntimeError(f"backend.device={device}: this process already uses another GPU ({var}="
+                           f"{os.environ.get(var)}); run each pinned campaign in a process of its own "
+                           f"(hydra/launcher=joblib or submitit_local)")
+    _unpinned.setdefault(var, os.environ.get(var))
+    os.environ[var] = value
+    if var == "CUDA_VISIBLE_DEVICES":  # GPU K is nvidia-smi's K (CUDA's own order puts the fastest first)
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    return var
 
 
 def _threads_from_env() -> int | None:

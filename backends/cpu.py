@@ -20,6 +20,7 @@ import torch
 from . import _common as C
 
 NAME = "cpu"
+VISIBLE_DEVICES = None  # no GPUs to pick from: backend.device is refused
 ENV_DTYPE = "AUTORESEARCH_CPU_DTYPE"
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -15,6 +15,7 @@ from . import _common as C
 from . import peak_flops as _peak
 
 NAME = "cuda"
+VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"  # backend.device=K sets it (backends.activate)
 
 
 def is_available() -> bool:

@@ -17,6 +17,7 @@ from . import _common as C
 from . import peak_flops as _peak
 
 NAME = "mps"
+VISIBLE_DEVICES = None  # no GPUs to pick from: backend.device is refused
 
 _polled_peak = 0  # bytes; highest current_allocated_memory() seen since the last reset
 

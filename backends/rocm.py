@@ -17,6 +17,7 @@ from .cuda import (device, max_memory_allocated, memory_allocated, pin_memory,  
                    reset_peak_memory, synchronize)
 
 NAME = "rocm"
+VISIBLE_DEVICES = "HIP_VISIBLE_DEVICES"  # backend.device=K sets it (backends.activate)
 
 
 def is_available() -> bool:

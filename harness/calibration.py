@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import backends
-from harness import calibration_store, proc, throughput, workdir
+from harness import calibration_store, locks, proc, throughput, workdir
 from harness.checks import calibration_problem
 from harness.workload import workload_version
 
@@ -78,7 +78,7 @@ def validity(cal: dict | None, ccfg: dict, path: Path | None = None) -> str:
 
 def calibrate(cfg: dict, log=print) -> dict:
     """This device's calibration for cfg's preset: cached when valid, else measured."""
-    bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
+    bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"), cfg["backend"].get("device"))
     ccfg = cfg["calibrate"]
     ident = identity(cfg, bk)
     cid = calibration_id(ident)
@@ -88,6 +88,20 @@ def calibrate(cfg: dict, log=print) -> dict:
     if not why and not ccfg["force"]:
         log(f"calibrate: cached ({_age(cached)} old, CV {100 * cached['cv']:.1f}%): {path}")
         return _copy_out(cached, ccfg)
+    # one measurement at a time per calibration, and on the CPU one at a time in all (the
+    # cores are shared: a second measurement is the first one's foreign load)
+    lock = path.parent / f".{'cpu' if bk.NAME == 'cpu' else path.stem}.lock"
+    with locks.held(lock, waiting=lambda: log("calibrate: waiting for another process measuring this device ...")):
+        cached = calibration_store.load(path)  # the process we waited for may have measured it
+        if not validity(cached, ccfg, path) and not ccfg["force"]:
+            log(f"calibrate: cached ({_age(cached)} old, CV {100 * cached['cv']:.1f}%): {path}")
+            return _copy_out(cached, ccfg)
+        return _measured(cfg, bk, ident, cid, path, why, log)
+
+
+def _measured(cfg: dict, bk, ident: dict, cid: str, path: Path, why: str, log) -> dict:
+    """A new measurement that meets the bar (or is forced), kept in the cache."""
+    ccfg = cfg["calibrate"]
     log(f"calibrate: {why if why else 'forced'}; measuring {bk.NAME} ({bk.device_name()}), "
         f"model={cfg['model']['name']} ...")
     attempts = max(1, int(ccfg.get("attempts", 3)))

@@ -3,9 +3,11 @@
     autoresearch run backend=cpu model=tiny agent=random campaign.max_experiments=4
     autoresearch run campaign.tag=nov30          (the same tag resumes, after any crash)
 
-A campaign lives in campaign.root/<tag>/<backend>/: its git work tree (branch
-`autoresearch/<tag>/<backend>`, never the project's own checkout), its ledger
-(results.tsv, results.jsonl), the experiments' run directories and campaign.json (state).
+A campaign lives in campaign.root/<tag>/<slot>/ (the slot: the backend's name, with
+`-t<N>` for backend.threads and `-dev<K>` for backend.device, harness/slot.py): its git
+work tree (branch `autoresearch/<tag>/<slot>`, never the project's own checkout), its
+ledger (results.tsv, results.jsonl), the experiments' run directories and campaign.json
+(state).
 The first experiment is the unmodified baseline. A candidate is committed, and the commit
 is noted as `pending` before it runs: a campaign killed at any instant resumes with the
 work tree reset to the last kept commit and the interrupted candidate re-run.
@@ -23,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 import backends
-from harness import budgeting, fixed, gitwork, kernel_check, workdir
+from harness import budgeting, fixed, gitwork, kernel_check, locks, workdir
 from harness.agent_config import agent_keys
 from harness.agents import StopCampaign
 from harness.agents.registry import make_agent
@@ -34,6 +36,7 @@ from harness.display import Display
 from harness.guard import ROOT
 from harness.ledger import Ledger
 from harness.ledger_rows import RowContext, is_experiment, kept_value
+from harness.slot import slot
 from harness.workspace import Workspace
 
 SCOPES = {"train": ["trainer/train.py"], "kernels": ["kernels/*.py"], "all": ["trainer/train.py", "kernels/*.py"]}
@@ -60,15 +63,18 @@ class Campaign:
         name are taken from the campaign's state; None: every difference is an error).
         `agent`: the agent this call is for, whatever the config says (`record`: external)."""
         self.cfg, self.explicit = cfg, explicit
-        self.bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
+        self.bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"),
+                                    cfg["backend"].get("device"))
         self.root = campaign_root(cfg)
-        self.dir = self.root / cfg["campaign"]["tag"] / self.bk.NAME
+        self.slot = slot(self.bk.NAME, cfg["backend"])
+        self.dir = self.root / cfg["campaign"]["tag"] / self.slot
         self.tree = self.dir / "worktree"
-        self.branch = gitwork.branch_name(cfg["campaign"]["tag"], self.bk.NAME)
+        self.branch = gitwork.branch_name(cfg["campaign"]["tag"], self.slot)
         self.state_path = self.dir / "campaign.json"
         self.agent_name = agent or resolve_agent_name(cfg)
         self.calibration, self.budget = None, None
         self.notes: list[str] = []  # what opening the campaign did that the user must hear
+        self._lock_fd: int | None = None  # campaign.lock, held while the campaign is open
         self.row_marks: dict = {}  # fields every ledger row of this call carries (a replay's marks)
 
     @classmethod
@@ -78,7 +84,7 @@ class Campaign:
         c = cls(cfg)
         if not (c.dir / "results.jsonl").exists():
             raise FileNotFoundError(f"no campaign at {c.dir} (campaign.tag={c.cfg['campaign']['tag']}, "
-                                    f"backend={c.bk.NAME})")
+                                    f"slot {c.slot})")
         c.ledger = Ledger(c.dir)
         return c
 
@@ -103,14 +109,23 @@ class Campaign:
         repo = gitwork.project_repo(ROOT)
         self._make_dir()
         self._lock()
-        gitwork.open_worktree(repo, self.tree, self.branch)
+        try:
+            self._open_locked(repo, reset)
+        except BaseException:
+            self.unlock()  # a later open in this process (a multirun's next job) must not find it held
+            raise
+
+    def _open_locked(self, repo: Path, reset: bool, start: str = "HEAD", replay: bool = False) -> None:
+        gitwork.open_worktree(repo, self.tree, self.branch, start)
         gitwork.clear_stale_lock(self.tree)
         self.ledger = Ledger(self.dir)
         self.state = CampaignState.load(self.state_path) if self.state_path.exists() else CampaignState.create(
-            self.state_path, self.cfg["campaign"]["tag"], self.bk.NAME, self.branch, gitwork.head(self.tree))
+            self.state_path, self.cfg["campaign"]["tag"], self.bk.NAME, self.branch, gitwork.head(self.tree),
+            self.slot)
         self._fix_settings()
-        self.state.set_agent(self.agent_name)  # saved on every open: a new campaign's state is written here
-        if reset:
+        if not replay:  # a replay has no agent: the campaign's stays whatever it is
+            self.state.set_agent(self.agent_name)  # saved on every open: a new campaign's state is written here
+        if reset or (replay and self.ledger.next_seq() == 0):  # a replay records a new campaign's baseline next
             self._save_stray_work()
             gitwork.reset_to(self.tree, self.kept_commit())
         self.workspace = Workspace(self.tree, SCOPES[self.cfg["scope"]], IMMUTABLE)
@@ -119,20 +134,15 @@ class Campaign:
         """Lock, work tree, ledger and state for `autoresearch replay` (harness/replay.py),
         which records rows but has no agent and never moves the branch: a new campaign's
         branch and work tree are made at `start` (the commit the replayed campaign started
-        from); an existing one's are left exactly as they are."""
+        from); an existing one's are left exactly as they are (once it has a baseline)."""
         repo = gitwork.project_repo(ROOT)
         self._make_dir()
         self._lock()
-        gitwork.open_worktree(repo, self.tree, self.branch, start)
-        gitwork.clear_stale_lock(self.tree)
-        self.ledger = Ledger(self.dir)
-        self.state = CampaignState.load(self.state_path) if self.state_path.exists() else CampaignState.create(
-            self.state_path, self.cfg["campaign"]["tag"], self.bk.NAME, self.branch, gitwork.head(self.tree))
-        self._fix_settings()
-        if self.ledger.next_seq() == 0:  # its baseline is recorded next, from a clean tree, as `run` would
-            self._save_stray_work()
-            gitwork.reset_to(self.tree, self.kept_commit())
-        self.workspace = Workspace(self.tree, SCOPES[self.cfg["scope"]], IMMUTABLE)
+        try:
+            self._open_locked(repo, reset=False, start=start, replay=True)
+        except BaseException:
+            self.unlock()
+            raise
 
     def _remember_agent(self) -> None:
         """A call that names no agent goes on with the campaign's (an external agent's
@@ -180,7 +190,7 @@ class Campaign:
         if author == "autoresearch@localhost" and subject.startswith(f"exp {self.ledger.next_seq()}: "):
             known.add(current)  # the harness's own candidate, committed just before a kill
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        branch = f"autoresearch-saved/{self.cfg['campaign']['tag']}/{self.bk.NAME}/{stamp}"
+        branch = f"autoresearch-saved/{self.cfg['campaign']['tag']}/{self.slot}/{stamp}"
         what = gitwork.save_work(self.tree, known, branch)
         if what:
             self.notes.append(f"campaign: the work tree held work the campaign had not recorded ({what}): kept on "
@@ -188,15 +198,22 @@ class Campaign:
                               f"tree is back at the last kept commit")
 
     def _lock(self) -> None:
+        """One process per campaign: two jobs of a multirun that land on the same slot, or a
+        second terminal, are stopped here (a flock: a killed holder leaves no stale lock)."""
+        if self._lock_fd is not None:
+            return
         lock = self.dir / "campaign.lock"
-        if lock.exists():
-            pid = int(lock.read_text().strip() or 0)
-            if pid and pid != os.getpid() and _alive(pid):
-                raise RuntimeError(f"campaign {self.dir} is already running (pid {pid})")
-        lock.write_text(str(os.getpid()))
+        fd = locks.take(lock)
+        if fd is None:
+            who = locks.owner(lock)
+            raise RuntimeError(f"campaign {self.dir} is already running ({who or 'another process holds its lock'})")
+        locks.write_owner(fd)
+        self._lock_fd = fd
 
     def unlock(self) -> None:
-        (self.dir / "campaign.lock").unlink(missing_ok=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _kept(self) -> list[dict]:
         return [r for r in self.ledger.records() if r["status"] == "keep"]
@@ -226,7 +243,7 @@ class Campaign:
 
     def row_context(self) -> RowContext:
         """What every ledger row of this call shares (harness/ledger_rows.py)."""
-        return RowContext(self.bk.NAME, self.agent_name, self.calibration, dict(self.row_marks))
+        return RowContext(self.bk.NAME, self.agent_name, self.calibration, self.slot, dict(self.row_marks))
 
     # ------------------------------------------------------------------ the loop
     def prepare_budget(self) -> None:
@@ -310,12 +327,3 @@ class Campaign:
                   f"runs:      {self.dir / 'runs'}"]
         return "\n".join(lines)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True

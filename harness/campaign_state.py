@@ -92,10 +92,12 @@ class CampaignState:
         self._pending = Pending.from_json(data["pending"]) if data.get("pending") else None
 
     @classmethod
-    def create(cls, path: Path, tag: str, backend: str, branch: str, base_commit: str) -> "CampaignState":
-        """A new campaign's state (written by its first change)."""
-        return cls(path, {"tag": tag, "backend": backend, "branch": branch, "base_commit": base_commit,
-                          "created": stamp()})
+    def create(cls, path: Path, tag: str, backend: str, branch: str, base_commit: str,
+               slot: str | None = None) -> "CampaignState":
+        """A new campaign's state (written by its first change); `slot`: its device slot
+        (harness/slot.py), the backend's name when not given."""
+        return cls(path, {"tag": tag, "backend": backend, "slot": slot or backend, "branch": branch,
+                          "base_commit": base_commit, "created": stamp()})
 
     @classmethod
     def load(cls, path: Path) -> "CampaignState":

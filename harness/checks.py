@@ -97,6 +97,7 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("agent.max_retries", *_at_least(0)),
     ("agent.timeout_s", *POSITIVE),
     ("backend.threads", *_at_least(1)),
+    ("backend.device", *_at_least(0)),
 ]
 
 _ABSENT = object()
@@ -188,11 +189,20 @@ def _window_pattern(cfg: dict) -> str:
 
 
 def _campaign_tag(cfg: dict) -> str:
-    """The tag names a git branch (autoresearch/<tag>/<backend>) and a directory."""
+    """The tag names a git branch (autoresearch/<tag>/<slot>) and a directory."""
     tag = cfg["campaign"]["tag"]
     if not isinstance(tag, str) or not TAG.fullmatch(tag):
         return (f"campaign.tag={_show(tag)}: must be a non-empty name usable as a git branch component and a "
                 f"directory (no '/', spaces, '..', '~^:?*[\\', no leading '-' or '.', no trailing '.' or '.lock')")
+    return ""
+
+
+def _device(cfg: dict) -> str:
+    """A GPU index means nothing on a backend without GPUs (`auto` is checked when it resolves)."""
+    b = cfg["backend"]
+    if b["device"] is not None and b["name"] in ("cpu", "mps"):
+        return (f"backend.device={_show(b['device'])}: the {b['name']} backend has no GPUs to pick from; drop "
+                f"backend.device (backend.threads=N gives CPU campaigns side by side their own share of the cores)")
     return ""
 
 
@@ -220,6 +230,7 @@ RULES: list[tuple[tuple[str, ...], Callable[[dict], str]]] = [
     (("model.window_pattern",), _window_pattern),
     (("kernels.only",), _kernel_names),
     (("campaign.tag",), _campaign_tag),
+    (("backend.name", "backend.device"), _device),
     (("agent.name",), _agent_keys),
 ]
 

@@ -3,11 +3,14 @@
     autoresearch prepare data=builtin
     autoresearch experiment backend=cpu model=tiny budget.seconds=30
     autoresearch experiment --help          (Hydra's help: config groups and options)
+    autoresearch run --multirun hydra/launcher=joblib backend=cuda backend.device=0,1
 
 Also `python -m harness <verb> ...`. Each verb composes conf/<verb>.yaml; a bad override
 (unknown key, unknown option, wrong type) stops with Hydra's message and exit code 1.
 An error the user can fix ends with one line and exit code 2; Ctrl-C with 130, SIGTERM
 with 143 (harness/stops.py), after the children are killed and the state is saved.
+`--multirun` runs one job per combination of swept values through Hydra's launcher
+(harness/fanout.py: each job's outcome is recorded, the launching process reports them).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import errno
 import sys
 from pathlib import Path
 
-from harness import stops
+from harness import fanout, stops
 from harness.config import CONF_DIR, register, to_dict
 
 
@@ -23,6 +26,19 @@ EXIT_USAGE = 2  # a bad request (no traceback): bad budget, missing file, unavai
 _DESCRIPTION: str | None = None  # `record -m TEXT`: taken off the command line before Hydra parses it
 _SUBVERB: str | None = None  # `kernels check` / `kernels bench`
 KERNEL_VERBS = ("check", "bench")
+
+
+class Exit(SystemExit):
+    """SystemExit with the one line that said why (a multirun job's outcome keeps it)."""
+
+    def __init__(self, code: int, line: str = ""):
+        super().__init__(code)
+        self.line = line
+
+
+def _fail(verb: str, line: str, code: int) -> None:
+    print(f"autoresearch {verb}: {line}", file=sys.stderr, flush=True)
+    raise Exit(code, line)
 
 
 def _os_problem(e: OSError) -> str:
@@ -44,37 +60,42 @@ def _user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(cfg):
-        from harness.agents import StopCampaign
-        from harness.budget import BudgetError
-        from harness.calibration import CalibrationError
-
-        from harness import checks
-
         verb = fn.__name__.strip("_")
-        try:
-            return fn(checks.validate(to_dict(cfg), log=lambda m: print(f"autoresearch {verb}: warning: {m}",
-                                                                        file=sys.stderr, flush=True)))
-        except KeyboardInterrupt as e:
-            print(f"autoresearch {verb}: {stops.reason(e)}: stopped (run the same command again)", file=sys.stderr)
-            raise SystemExit(stops.exit_code())
-        except StopCampaign as e:
-            print(f"autoresearch {verb}: error: {e.message}", file=sys.stderr)
-            raise SystemExit(e.code or EXIT_USAGE)
-        except OSError as e:
-            print(f"autoresearch {verb}: error: {_os_problem(e)}", file=sys.stderr)
-            raise SystemExit(EXIT_USAGE)
-        except (BudgetError, CalibrationError, ValueError, RuntimeError) as e:
-            print(f"autoresearch {verb}: error: {e}", file=sys.stderr)
-            raise SystemExit(EXIT_USAGE)
+        if fanout.in_multirun():  # one job of several: its outcome is recorded and the process goes on
+            return fanout.job(lambda: _guarded(fn, verb, cfg), verb)
+        return _guarded(fn, verb, cfg)
 
     return wrapper
 
 
+def _guarded(fn, verb: str, cfg):
+    from harness.agents import StopCampaign
+    from harness.budget import BudgetError
+    from harness.calibration import CalibrationError
+
+    from harness import checks
+
+    try:
+        return fn(checks.validate(to_dict(cfg), log=lambda m: print(f"autoresearch {verb}: warning: {m}",
+                                                                    file=sys.stderr, flush=True)))
+    except KeyboardInterrupt as e:
+        _fail(verb, f"{stops.reason(e)}: stopped (run the same command again)", stops.exit_code())
+    except StopCampaign as e:
+        _fail(verb, f"error: {e.message}", e.code or EXIT_USAGE)
+    except OSError as e:
+        _fail(verb, f"error: {_os_problem(e)}", EXIT_USAGE)
+    except (BudgetError, CalibrationError, ValueError, RuntimeError) as e:
+        _fail(verb, f"error: {e}", EXIT_USAGE)
+
+
 @_user_errors
 def _prepare(cfg) -> None:
+    from harness import locks, workdir
     from trainer.prepare import prepare
 
-    prepare(cfg["data"])
+    with locks.held(workdir.prepare_lock(cfg["data"]), waiting=lambda: print(
+            f"prepare: waiting for another process preparing data={cfg['data']['name']} ...", flush=True)):
+        prepare(cfg["data"])
 
 
 @_user_errors
@@ -92,9 +113,11 @@ def _experiment(cfg) -> None:
     from harness import budgeting, experiment
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    fanout.note(run=run_dir.resolve())
     budget, cal = budgeting.decide(cfg)
     out = experiment.run(cfg, run_dir, budget, own_calibration=cal)
-    raise SystemExit(experiment.report(out))
+    code = experiment.report(out)
+    raise Exit(code, f"{out['status']}: {out.get('reason')}" if code else f"val_bpb {out.get('val_bpb')}")
 
 
 def _command_line_keys() -> set[str]:
@@ -112,6 +135,7 @@ def _open_campaign(cfg, reset: bool = True, agent: str | None = None, new: bool 
 
     keys = _command_line_keys()
     c = Campaign(cfg, explicit=keys | {"agent"} if agent else keys, agent=agent)
+    fanout.note(dir=c.dir, branch=c.branch, slot=c.slot)
     if not new and not c.exists():
         raise FileNotFoundError(f"no campaign at {c.dir}: start it with `autoresearch run agent=external "
                                 f"campaign.tag={c.cfg['campaign']['tag']} campaign.root={c.root}`")
@@ -125,10 +149,12 @@ def _open_campaign(cfg, reset: bool = True, agent: str | None = None, new: bool 
 
 
 def _finish(c, why: str, code: int = 0) -> None:
+    fanout.note(why=why)
     print(f"campaign: stopped: {why}\n{c.report()}", flush=True)
     if code:
-        print(f"autoresearch: the campaign stopped early (exit code {code}): {why}", file=sys.stderr, flush=True)
-        raise SystemExit(code)
+        line = f"the campaign stopped early (exit code {code}): {why}"
+        print(f"autoresearch: {line}", file=sys.stderr, flush=True)
+        raise Exit(code, line)
 
 
 def _campaign_step(c, step) -> None:
@@ -153,8 +179,10 @@ def _run(cfg) -> None:
 
 def external_protocol(c) -> str:
     """The external agent's instructions, with every setting its commands need."""
+    from harness.slot import overrides
+
     b, tag, root = c.budget, c.cfg["campaign"]["tag"], c.root
-    where = f"campaign.root={root} campaign.tag={tag} backend={c.bk.NAME}"
+    where = f"campaign.root={root} campaign.tag={tag} " + " ".join(overrides(c.bk.NAME, c.cfg["backend"]))
     budget = (f"budget.mode={b.mode} "
               + (f"budget.seconds={c.cfg['budget']['seconds']:g}" if b.mode == "wall"
                  else f"budget.reference_seconds={c.cfg['budget']['reference_seconds']:g}")) if b else ""
@@ -178,7 +206,9 @@ def _record(cfg) -> None:
 def _ledger(cfg) -> None:
     from harness.campaign import Campaign
 
-    print(Campaign.report_only(cfg).report(), flush=True)
+    c = Campaign.report_only(cfg)
+    fanout.note(dir=c.dir, branch=c.branch, slot=c.slot)
+    print(c.report(), flush=True)
 
 
 @_user_errors
@@ -281,11 +311,35 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         print(f"autoresearch {verb}: error: {e}", file=sys.stderr)
         raise SystemExit(1)
+    if verb not in fanout.MULTIRUN_VERBS and any(a in ("--multirun", "-m") for a in rest):
+        print(f"autoresearch {verb}: error: --multirun fans out {', '.join(fanout.MULTIRUN_VERBS)} only; "
+              f"run `{verb}` once per setting", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
     stops.install()
     register()
     sys.argv = [f"autoresearch {verb}"] + rest
     app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=CONFIG_OF.get(verb, verb))(VERBS[verb][0])
-    app()
+    fanout.sweep_dir = None
+    _launch(app)
+
+
+def _launch(app) -> None:
+    """Run the Hydra app; after a multirun, report every job and exit with their code
+    (harness/fanout.py): Hydra itself would exit 0 whatever its jobs did."""
+    raised = None
+    try:
+        app()
+    except (SystemExit, KeyboardInterrupt) as e:
+        if fanout.sweep_dir is None:
+            raise
+        raised = e
+    if fanout.sweep_dir is None:
+        return
+    text, code = fanout.summary(fanout.sweep_dir, jobs_failed=isinstance(raised, SystemExit) and bool(raised.code))
+    print(text, flush=True)
+    if isinstance(raised, KeyboardInterrupt):
+        code = stops.exit_code()
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

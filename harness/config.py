@@ -5,11 +5,14 @@ an unknown key or a wrong type stops at composition with Hydra's own message. Th
 node is typed by the chosen agent's own schema (harness/agent_config.py), which its
 conf/agent/<name>.yaml brings in: each agent accepts only its own keys.
 """
+import os
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from harness import agent_config
 from harness.agent_config import AgentConf
@@ -26,6 +29,9 @@ class BudgetMode(str, Enum):
 class BackendConf:
     name: str = "auto"  # cuda | rocm | mps | cpu | auto (first available)
     threads: Optional[int] = None  # CPU intra-op threads; None = all cores
+    # cuda/rocm: pin the campaign (or experiment) and its children to this GPU, an index
+    # among the GPUs the process sees (CUDA_/HIP_VISIBLE_DEVICES); None = the first, unpinned
+    device: Optional[int] = None
 
 
 @dataclass
@@ -185,7 +191,19 @@ def register() -> None:
     agent_config.register(store)
 
 
-CONF_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def project_path(path: str) -> str:
+    """`${project_path:...}` in conf/: a path relative to the project made absolute, as
+    campaign.root is read (a multirun's sweep directory lands beside the campaigns
+    wherever the command was started)."""
+    p = Path(os.path.expanduser(str(path)))
+    return str(p if p.is_absolute() else CONF_DIR.parent / p)
+
+
+# registered on import: a launcher's worker process resolves the sweep directory too
+OmegaConf.register_new_resolver("project_path", project_path, replace=True)
 
 
 def to_dict(cfg) -> dict:

@@ -47,7 +47,7 @@ def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: di
     tolerance come from (None: both must be set in cfg)."""
     t_start = time.monotonic()
     cfg = {**cfg, "data": workdir.absolute_data(cfg["data"])}
-    bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
+    bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"), cfg["backend"].get("device"))
     train_path = Path(cfg["train_file"]).expanduser() if cfg.get("train_file") else ROOT / "trainer" / "train.py"
     if not train_path.is_file():
         raise FileNotFoundError(f"train_file={train_path}: no such file")

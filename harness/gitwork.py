@@ -1,19 +1,34 @@
 """Git plumbing for campaigns: a branch and a work tree per campaign, never the project's
-own checkout (docs/architecture.md, "One campaign"). The branch `autoresearch/<tag>/<backend>` holds the kept
-commits; a candidate is committed on it and reset away when it is not kept. A replay
-(harness/replay.py) reads commits and builds trees without any work tree or branch: a
-patch is applied in a temporary index, and files are read straight from a tree.
+own checkout (docs/architecture.md, "One campaign"). The branch `autoresearch/<tag>/<slot>`
+(harness/slot.py) holds the kept commits; a candidate is committed on it and reset away
+when it is not kept. A replay (harness/replay.py) reads commits and builds trees without
+any work tree or branch: a patch is applied in a temporary index, and files are read
+straight from a tree.
+
+Campaigns side by side (a Hydra multirun) share one repository: `git worktree add` picks
+a free name under .git/worktrees, commits and resets move refs, and either may pack refs
+or collect garbage. Two at once can collide on those (`worktree add` failing on a name the
+other just took, a `*.lock` file held), so every git call that writes holds one lock,
+`autoresearch-git.lock` in the repository's common git dir; reading calls run freely.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+from harness import locks
+
 IDENTITY = ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost",
-            "-c", "commit.gpgsign=false"]
+            "-c", "commit.gpgsign=false",
+            # an automatic gc runs inside the call (and its lock), never detached in the background
+            "-c", "gc.autoDetach=false"]
+# the calls that need no lock: reading ones, and `init` (no shared repository yet)
+UNLOCKED = {"rev-parse", "status", "log", "diff", "ls-tree", "init"}
+LOCK_FILE = "autoresearch-git.lock"
 
 
 class GitError(RuntimeError):
@@ -21,10 +36,24 @@ class GitError(RuntimeError):
 
 
 def git(repo: Path, *args: str, check: bool = True, strip: bool = True) -> str:
-    res = subprocess.run(["git", *IDENTITY, *args], cwd=repo, capture_output=True, text=True)
+    if args[0] in UNLOCKED:
+        res = subprocess.run(["git", *IDENTITY, *args], cwd=repo, capture_output=True, text=True)
+    else:
+        with locks.held(common_dir(repo) / LOCK_FILE):
+            res = subprocess.run(["git", *IDENTITY, *args], cwd=repo, capture_output=True, text=True)
     if check and res.returncode != 0:
         raise GitError(f"git {' '.join(args)} failed in {repo}: {res.stderr.strip() or res.stdout.strip()}")
     return res.stdout.strip() if strip else res.stdout
+
+
+@functools.lru_cache(maxsize=64)
+def common_dir(repo: Path) -> Path:
+    """The git dir a repository and all its work trees share (where the lock lives)."""
+    res = subprocess.run(["git", "rev-parse", "--git-common-dir"], cwd=repo, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise GitError(f"git rev-parse --git-common-dir failed in {repo}: {res.stderr.strip()}")
+    path = Path(res.stdout.strip())
+    return path if path.is_absolute() else (Path(repo) / path).resolve()
 
 
 def project_repo(root: Path) -> Path:
@@ -36,8 +65,8 @@ def project_repo(root: Path) -> Path:
         raise GitError(f"campaigns need the project to be a git checkout ({root}): {e}") from None
 
 
-def branch_name(tag: str, backend: str) -> str:
-    return f"autoresearch/{tag}/{backend}"
+def branch_name(tag: str, slot: str) -> str:
+    return f"autoresearch/{tag}/{slot}"
 
 
 def open_worktree(repo: Path, path: Path, branch: str, start: str = "HEAD") -> Path:
@@ -149,8 +178,9 @@ def save_work(tree: Path, known: set[str], branch: str) -> str | None:
 def is_commit(repo: Path, commit: str) -> bool:
     """Whether `commit`, a full hash (nothing git could read as an option or a revision
     expression: it may come from a ledger), names a commit in the repository."""
-    return bool(re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit or "")) and subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=repo,
-                                           capture_output=True).returncode == 0
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit or ""):
+        return False
+    return subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=repo, capture_output=True).returncode == 0
 
 
 def tree_of(repo: Path, commit: str) -> str:
@@ -173,9 +203,11 @@ def apply_on(repo: Path, base: str, parent: str, commit: str, index: Path) -> tu
                               text=True)
 
     try:
-        steps = [run("read-tree", base), run("apply", "--cached", "--check", "-", data=patch)]
-        if steps[-1].returncode == 0:
-            steps += [run("apply", "--cached", "-", data=patch), run("write-tree")]
+        # it writes objects (blobs, a tree) into the shared repository: under the lock, as any writing call
+        with locks.held(common_dir(repo) / LOCK_FILE):
+            steps = [run("read-tree", base), run("apply", "--cached", "--check", "-", data=patch)]
+            if steps[-1].returncode == 0:
+                steps += [run("apply", "--cached", "-", data=patch), run("write-tree")]
         failed = next((r for r in steps if r.returncode != 0), None)
         if failed is not None:
             said = (failed.stderr.strip() or failed.stdout.strip()).splitlines()

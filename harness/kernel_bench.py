@@ -105,7 +105,7 @@ def passes(fn: Callable, make: Callable[[], tuple], grad_idx: tuple[int, ...]) -
 
 
 def run(cfg: dict, log=print) -> list[dict]:
-    bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
+    bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"), cfg["backend"].get("device"))
     gpu = bk.NAME in ("cuda", "rocm")
     dtype, dev = bk.compute_dtype(), bk.device()
     clock = timer(bk, gpu, int(cfg["kernels"]["repeats"]))

@@ -109,7 +109,7 @@ def run(cfg: dict, kernels_dir: Path | None = None, log=print) -> Report:
     if importlib.util.find_spec("triton") is None:
         raise RuntimeError("kernels check needs Triton, which is not installed here (a Linux-only dependency: "
                            "`pip install triton`); without it every kernel runs its reference")
-    bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
+    bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"), cfg["backend"].get("device"))
     workdir.ensure_prepared(cfg["data"], log, who="kernels check")  # the sandbox's self-test reads the splits
     source = kernels_dir or ROOT / "kernels"
     report = Report(problems=static_problems(source))

@@ -61,12 +61,14 @@ class RowContext:
     backend: str
     agent: str
     calibration: dict | None
+    slot: str | None = None  # the campaign's device slot (harness/slot.py); None: the backend's name
     marks: dict = field(default_factory=dict)  # fields every row of the call carries (a replay's replay_of, replay_mode)
 
 
 def _base(ctx: RowContext, seq: int, commit: str, parent: str, status: str, description: str) -> dict:
     return {"seq": seq, "commit": commit[:12], "full_commit": commit, "parent": parent, "val_bpb": None,
-            "memory_gb": None, "status": status, "description": description, "backend": ctx.backend, **ctx.marks}
+            "memory_gb": None, "status": status, "description": description, "backend": ctx.backend,
+            "slot": ctx.slot or ctx.backend, **ctx.marks}
 
 
 def experiment_row(ctx: RowContext, seq: int, pending: Pending, out: dict, status: str, cycle_seconds: float,

@@ -244,7 +244,7 @@ class Replay:
         """The run's `replay` row in the target's ledger, appended at once (a resume re-uses it)."""
         c = self.c
         at = c.ledger.next_seq()
-        ctx = RowContext(c.bk.NAME, REPLAY, c.calibration, self.marks(mode, seq, commit))
+        ctx = RowContext(c.bk.NAME, REPLAY, c.calibration, slot=c.slot, marks=self.marks(mode, seq, commit))
         row = replay_row(ctx, at, Pending(at, commit, parent, description), out,
                          gitwork.diff_stats(ROOT, parent, commit))
         row["replay_tree"] = tree

@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from harness import locks
+
 PREPARE_ALIAS = '''"""Run-directory alias of trainer/prepare.py (immutable), so `import prepare` works."""
 import sys
 
@@ -27,13 +29,23 @@ sys.modules[__name__] = trainer.prepare
 def ensure_prepared(data: dict, log=lambda m: print(m, flush=True), who: str = "experiment") -> None:
     """Prepare the data and tokenizer on first use, and repair a damaged cache, by the
     cheap check (sizes; checksums where an mtime moved), so that a truncated file is
-    rebuilt here rather than crashing train.py."""
+    rebuilt here rather than crashing train.py. Campaigns started side by side prepare
+    it once: the others wait for the first, then find it ready."""
     from trainer import prepare as P  # tokenizers and pyarrow: only when a run needs them
 
-    notice = P.cache_notice(data)
-    if notice:
-        log(f"{who}: {notice}")
-        P.prepare(data)
+    if not P.cache_notice(data):
+        return
+    with locks.held(prepare_lock(data), waiting=lambda: log(f"{who}: waiting for another process preparing "
+                                                            f"data={data['name']} ...")):
+        notice = P.cache_notice(data)  # the process we waited for may have done it
+        if notice:
+            log(f"{who}: {notice}")
+            P.prepare(data)
+
+
+def prepare_lock(data: dict) -> Path:
+    """The lock held while a data set's cache is built or repaired."""
+    return Path(os.path.expanduser(data["cache_dir"])) / f".prepare-{data['name']}.lock"
 
 
 def absolute_data(data: dict) -> dict:

@@ -16,9 +16,8 @@ from tests.inproc import in_process
 FAST = ["backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=2", "data.eval_tokens=2048", "quiet=true",
         "budget.allowance_seconds=30", "budget.grace_seconds=10", "eval.probe_tolerance=1e-4"]  # a loaded machine
 # takes seconds a step: the grace keeps a late last step from being a timeout
-# The target: another campaign.tag on this device. With device slots, the same tag on another
-# slot (["backend.threads=1"]) is the real use; the test runs the same with either.
-TARGET_TAG_SUFFIX = "-b"
+# The target: the source's tag on another device slot of this machine (the source is `cpu`).
+TARGET, SLOT = ["backend.threads=2"], "cpu-t2"
 TRAIN = "trainer/train.py"
 
 
@@ -63,12 +62,24 @@ def source(where):
              "settings": fixed.settings(compose_dict("run", FAST))}
     (d / "campaign.json").write_text(json.dumps(state))
     yield tag, root, rows
-    remove_campaign(tag + TARGET_TAG_SUFFIX, root)
+    remove_campaign(tag, root, SLOT)
 
 
 def replay(tag, root, *extra):
     return run_cli("replay", *FAST, f"replay.source={tag}/cpu", "replay.repeats=1", "keep.baseline_runs=1",
-                   f"campaign.root={root}", f"campaign.tag={tag}{TARGET_TAG_SUFFIX}", *extra, timeout=300)
+                   f"campaign.root={root}", *TARGET, *extra, timeout=300)
+
+
+def lock_free(d) -> bool:
+    """Whether the campaign's lock is free (a replay that ended, however, let it go)."""
+    import os
+
+    from harness import locks
+
+    fd = locks.take(d / "campaign.lock")
+    if fd is not None:
+        os.close(fd)
+    return fd is not None
 
 
 def ledger(d):
@@ -82,12 +93,12 @@ def test_replay_measures_each_discovery_and_resumes(cache_dir, source):
     head, status = git("rev-parse", "HEAD"), git("status", "--porcelain")
     res = replay(tag, root)
     assert res.returncode == 0, res.stdout + res.stderr
-    target = root / (tag + TARGET_TAG_SUFFIX) / "cpu"
+    target = root / tag / SLOT
     path = target / "transfer" / f"{tag}__cpu.json"
     assert f"transfer matrix: {path}" in res.stdout
     m = json.loads(path.read_text())
     assert m["source"] == {"tag": tag, "slot": "cpu", "dir": str((root / tag / "cpu").resolve())}
-    assert m["target"]["tag"] == tag + TARGET_TAG_SUFFIX and m["budget"]["mode"] == "wall"
+    assert (m["target"]["tag"], m["target"]["slot"], m["budget"]["mode"]) == (tag, SLOT, "wall")
     assert m["baseline"]["runs"] == 1 and m["baseline"]["val_bpb_mean"] > 0
     assert [r["seq"] for r in m["rows"]] == [1, 3, 4]  # the kept ones, in order; the discarded one is not replayed
     r1, r3, r4 = m["rows"]
@@ -112,10 +123,10 @@ def test_replay_measures_each_discovery_and_resumes(cache_dir, source):
     tsv = (target / "results.tsv").read_text().splitlines()
     assert [line.split("\t")[3] for line in tsv[1:]] == ["keep", "replay", "replay"]
     # the target's branch is where it started (the source's base), the source's and the project's untouched
-    assert git("rev-parse", gitwork.branch_name(tag + TARGET_TAG_SUFFIX, "cpu")) == base
+    assert git("rev-parse", gitwork.branch_name(tag, SLOT)) == base
     assert git("rev-parse", gitwork.branch_name(tag, "cpu")) == c4
     assert git("rev-parse", "HEAD") == head and git("status", "--porcelain") == status
-    assert not (target / "campaign.lock").exists()
+    assert lock_free(target)
 
     again = replay(tag, root)  # everything is recorded: nothing runs again
     assert again.returncode == 0, again.stdout + again.stderr
@@ -123,7 +134,7 @@ def test_replay_measures_each_discovery_and_resumes(cache_dir, source):
     m2 = json.loads(path.read_text())
     assert [r[k] for r in m2["rows"] for k in ("individual", "cumulative")] == [
         r[k] for r in m["rows"] for k in ("individual", "cumulative")]
-    shown = run_cli("ledger", *FAST, f"campaign.root={root}", f"campaign.tag={tag}{TARGET_TAG_SUFFIX}")
+    shown = run_cli("ledger", *FAST, f"campaign.root={root}", f"campaign.tag={tag}", *TARGET)
     assert shown.returncode == 0 and "replays:   2 run(s)" in shown.stdout
 
 
@@ -137,7 +148,7 @@ def test_replay_refuses_a_missing_source_and_other_settings(capsys, monkeypatch,
     assert res.returncode == 2 and "ran with budget.seconds=2" in res.stderr
     res = in_process(capsys, monkeypatch, "replay", *FAST, f"replay.source={tag}/cpu", f"campaign.root={root}")
     assert res.returncode == 2 and "is the target campaign itself" in res.stderr  # same tag, same slot
-    assert not (root / tag / "cpu" / "campaign.lock").exists()
+    assert lock_free(root / tag / "cpu")
     from harness.replay_source import Discovery, Source
 
     src = Source.find(root, f"{tag}/cpu")  # a ledger's commit that git would read as an option: never passed to git
@@ -182,15 +193,15 @@ def test_replay_into_a_campaign_started_elsewhere_killed_and_resumed(capsys, mon
     stopped half-way goes on with only the runs it lacks."""
     tag, root, src_rows = source
     base, c1, c3 = (src_rows[i]["full_commit"] for i in (0, 1, 3))
-    tree = root / (tag + TARGET_TAG_SUFFIX) / "cpu" / "worktree"
-    target, branch = tree.parent, gitwork.branch_name(tag + TARGET_TAG_SUFFIX, "cpu")
+    tree = root / tag / SLOT / "worktree"
+    target, branch = tree.parent, gitwork.branch_name(tag, SLOT)
     gitwork.open_worktree(ROOT, tree, branch, start=c1)
     (target / "results.jsonl").write_text(json.dumps(row(0, c1, c1, "keep", 3.4, "baseline")) + "\n")
-    state = {"tag": tag + TARGET_TAG_SUFFIX, "backend": "cpu", "branch": branch, "base_commit": c1,
+    state = {"tag": tag, "backend": "cpu", "slot": SLOT, "branch": branch, "base_commit": c1,
              "settings": fixed.settings(compose_dict("run", FAST)),
              "pending": {"seq": 1, "commit": c1, "parent": c1, "description": "x", "runs": []}}
     (target / "campaign.json").write_text(json.dumps(state))
-    args = ["replay", *FAST, f"replay.source={tag}/cpu", f"campaign.root={root}", f"campaign.tag={tag}-b",
+    args = ["replay", *FAST, f"replay.source={tag}/cpu", f"campaign.root={root}", *TARGET,
             "replay.repeats=2", "keep.baseline_runs=2", "isolation=off"]
     calls = fake_experiments(monkeypatch)
     res = in_process(capsys, monkeypatch, *args)
@@ -203,7 +214,7 @@ def test_replay_into_a_campaign_started_elsewhere_killed_and_resumed(capsys, mon
     assert res.returncode == 130, res.stdout + res.stderr
     assert [(r["replay_mode"], r["replay_of"]["seq"]) for r in ledger(target)[1:]] == [
         ("baseline", 0), ("baseline", 0), ("cumulative", 1)]
-    assert not (target / "campaign.lock").exists()
+    assert lock_free(target)
 
     calls = fake_experiments(monkeypatch)
     res = in_process(capsys, monkeypatch, *args)
@@ -225,7 +236,7 @@ def test_replay_into_a_campaign_started_elsewhere_killed_and_resumed(capsys, mon
     res = in_process(capsys, monkeypatch, "report", f"campaign.root={root}", f"report.out={root / 'report'}")
     assert res.returncode == 0, res.stdout + res.stderr  # `autoresearch report` reads the matrix
     md = (root / "report" / "report.md").read_text()
-    assert f"{tag}-b/cpu" in md and "helps" in md and "not applied" in md
+    assert f"{tag}/{SLOT}" in md and "helps" in md and "not applied" in md
 
 
 def test_verdicts_use_the_noise_of_the_replays_runs():
