@@ -51,6 +51,12 @@ def resolve_agent_name(cfg: dict) -> str:
     return name
 
 
+def campaign_root(cfg: dict) -> Path:
+    """campaign.root as a path (relative: to the project)."""
+    root = Path(os.path.expanduser(cfg["campaign"]["root"]))
+    return root if root.is_absolute() else ROOT / root
+
+
 class Campaign:
     def __init__(self, cfg: dict, explicit: set[str] | None = None, agent: str | None = None):
         """`explicit`: the config keys the command line named (fixed settings it did not
@@ -59,8 +65,7 @@ class Campaign:
         self.cfg, self.explicit = cfg, explicit
         self.bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"),
                                     cfg["backend"].get("device"))
-        root = Path(os.path.expanduser(cfg["campaign"]["root"]))
-        self.root = root if root.is_absolute() else ROOT / root
+        self.root = campaign_root(cfg)
         self.slot = slot(self.bk.NAME, cfg["backend"])
         self.dir = self.root / cfg["campaign"]["tag"] / self.slot
         self.tree = self.dir / "worktree"
@@ -70,6 +75,7 @@ class Campaign:
         self.calibration, self.budget = None, None
         self.notes: list[str] = []  # what opening the campaign did that the user must hear
         self._lock_fd: int | None = None  # campaign.lock, held while the campaign is open
+        self.row_marks: dict = {}  # fields every ledger row of this call carries (a replay's marks)
 
     @classmethod
     def report_only(cls, cfg: dict) -> "Campaign":
@@ -109,19 +115,34 @@ class Campaign:
             self.unlock()  # a later open in this process (a multirun's next job) must not find it held
             raise
 
-    def _open_locked(self, repo: Path, reset: bool) -> None:
-        gitwork.open_worktree(repo, self.tree, self.branch)
+    def _open_locked(self, repo: Path, reset: bool, start: str = "HEAD", replay: bool = False) -> None:
+        gitwork.open_worktree(repo, self.tree, self.branch, start)
         gitwork.clear_stale_lock(self.tree)
         self.ledger = Ledger(self.dir)
         self.state = CampaignState.load(self.state_path) if self.state_path.exists() else CampaignState.create(
             self.state_path, self.cfg["campaign"]["tag"], self.bk.NAME, self.branch, gitwork.head(self.tree),
             self.slot)
         self._fix_settings()
-        self.state.set_agent(self.agent_name)  # saved on every open: a new campaign's state is written here
-        if reset:
+        if not replay:  # a replay has no agent: the campaign's stays whatever it is
+            self.state.set_agent(self.agent_name)  # saved on every open: a new campaign's state is written here
+        if reset or (replay and self.ledger.next_seq() == 0):  # a replay records a new campaign's baseline next
             self._save_stray_work()
             gitwork.reset_to(self.tree, self.kept_commit())
         self.workspace = Workspace(self.tree, SCOPES[self.cfg["scope"]], IMMUTABLE)
+
+    def open_for_replay(self, start: str) -> None:
+        """Lock, work tree, ledger and state for `autoresearch replay` (harness/replay.py),
+        which records rows but has no agent and never moves the branch: a new campaign's
+        branch and work tree are made at `start` (the commit the replayed campaign started
+        from); an existing one's are left exactly as they are (once it has a baseline)."""
+        repo = gitwork.project_repo(ROOT)
+        self._make_dir()
+        self._lock()
+        try:
+            self._open_locked(repo, reset=False, start=start, replay=True)
+        except BaseException:
+            self.unlock()
+            raise
 
     def _remember_agent(self) -> None:
         """A call that names no agent goes on with the campaign's (an external agent's
@@ -222,7 +243,7 @@ class Campaign:
 
     def row_context(self) -> RowContext:
         """What every ledger row of this call shares (harness/ledger_rows.py)."""
-        return RowContext(self.bk.NAME, self.agent_name, self.calibration, self.slot)
+        return RowContext(self.bk.NAME, self.agent_name, self.calibration, self.slot, dict(self.row_marks))
 
     # ------------------------------------------------------------------ the loop
     def prepare_budget(self) -> None:
@@ -297,6 +318,10 @@ class Campaign:
         if bare:
             lines.append(f"WARNING:   {bare} experiment(s) ran without a sandbox (isolation: none): "
                          f"their results are not tamper-proof")
+        replays = sum(1 for r in self.ledger.records() if r.get("status") == "replay")
+        if replays:
+            lines.append(f"replays:   {replays} run(s) of other campaigns' commits (status replay; not experiments "
+                         f"of this campaign); transfer matrices in {self.dir / 'transfer'}")
         lines += [f"ledger:    {self.dir / 'results.tsv'} (everything: results.jsonl)",
                   f"work tree: {self.tree} (branch {self.branch}, head = the last kept commit)",
                   f"runs:      {self.dir / 'runs'}"]

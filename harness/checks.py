@@ -88,6 +88,7 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("keep.confirm_runs", *_at_least(0)),
     ("keep.noise_sigmas", *POSITIVE),
     ("keep.threshold", *NON_NEGATIVE),
+    ("replay.repeats", *_at_least(1)),
     ("agent.mutations_per_step", *_at_least(1)),
     ("agent.log_step", *POSITIVE),
     ("agent.max_cost_usd", *NON_NEGATIVE),

@@ -212,6 +212,14 @@ def _ledger(cfg) -> None:
 
 
 @_user_errors
+def _replay(cfg) -> None:
+    from harness import replay
+
+    replay.main(cfg, _command_line_keys())
+    raise SystemExit(0)
+
+
+@_user_errors
 def _report(cfg) -> None:
     from harness.report import build
 
@@ -240,10 +248,11 @@ VERBS = {
     "run": (_run, "run (or resume) a campaign: agent edits, experiment, keep or revert, repeat"),
     "record": (_record, "external agent: commit the work tree's edits, run and record one experiment"),
     "ledger": (_ledger, "show a campaign's ledger and its best kept experiment"),
+    "replay": (_replay, "measure another campaign's kept discoveries on this device: its transfer matrix"),
     "report": (_report, "figures and tables of campaigns (every one under campaign.root): report.html, report.md, PNGs"),
     "kernels": (_kernels, "kernels check: each Triton kernel against its reference; kernels bench: their speed"),
 }
-CONFIG_OF = {"record": "run", "ledger": "run"}  # verbs that share another verb's config
+CONFIG_OF = {"record": "run", "ledger": "run", "replay": "run"}  # verbs that share another verb's config
 
 
 def usage() -> str:

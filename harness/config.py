@@ -151,6 +151,12 @@ class KeepConf:
 
 
 @dataclass
+class ReplayConf:
+    source: Optional[str] = None  # autoresearch replay: the campaign whose discoveries to replay, "<tag>/<slot>"
+    repeats: int = 2  # runs of each discovery (each mode) on the target; the baseline runs keep.baseline_runs times
+
+
+@dataclass
 class ReportConf:
     tags: Optional[List[str]] = None  # autoresearch report: only these campaign tags (every slot); None = all
     out: Optional[str] = None  # where the report goes (relative: to the working directory); None = <campaign.root>/report
@@ -171,6 +177,7 @@ class Config:
     keep: KeepConf = field(default_factory=KeepConf)
     scope: Scope = Scope.train
     kernels: KernelsConf = field(default_factory=KernelsConf)
+    replay: ReplayConf = field(default_factory=ReplayConf)
     report: ReportConf = field(default_factory=ReportConf)
     isolation: Isolation = Isolation.auto  # the sandbox for everything the agent wrote
     description: str = ""  # autoresearch record: what the external agent changed

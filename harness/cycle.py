@@ -76,8 +76,10 @@ def _propose(c, seq: int, agent, program: str, description: str | None,
         proposal = Proposal("baseline")
     elif agent is not None:
         records = c.ledger.records()
-        # the last experiment the agent should learn from (a stopped proposal taught nothing)
-        last = next((r for r in reversed(records) if r["status"] != ledger_rows.STOPPED), None)
+        # the last experiment the agent should learn from (a stopped proposal taught nothing, a
+        # replay is another campaign's commit)
+        last = next((r for r in reversed(records)
+                     if r["status"] not in (ledger_rows.STOPPED, ledger_rows.REPLAY)), None)
         try:
             # what train.py's reads of prepare stand for here: the preset behind the size knobs
             run = {"MODEL": dict(c.cfg["model"]), "MAX_SEQ_LEN": c.cfg["data"]["max_seq_len"]}

@@ -58,13 +58,20 @@ def _named(key: str, explicit: set[str] | None) -> bool:
     return any(key == e or key.startswith(e + ".") for e in explicit)
 
 
+def differences(cfg: dict, saved: dict, explicit: set[str] | None) -> tuple[list[str], list[str]]:
+    """The fixed keys whose value in `cfg` differs from `saved`, and those of them the
+    command line named (`explicit`; None: all of them)."""
+    now = settings(cfg)
+    # a key the campaign did not save (a setting newer than the campaign) keeps its value
+    differ = sorted(k for k in saved if k in now and saved[k] != now[k])
+    return differ, [k for k in differ if _named(k, explicit)]
+
+
 def reconcile(cfg: dict, saved: dict, explicit: set[str] | None, tag: str) -> tuple[dict, list[str]]:
     """`cfg` with the campaign's saved settings put back; the keys it took back. Raises
     SettingsConflict when the command line asks for a value the campaign was not started with."""
     now = settings(cfg)
-    # a key the campaign did not save (a setting newer than the campaign) keeps its value
-    differ = sorted(k for k in saved if k in now and saved[k] != now[k])
-    asked = [k for k in differ if _named(k, explicit)]
+    differ, asked = differences(cfg, saved, explicit)
     if asked:
         started = ", ".join(f"{k}={saved.get(k)}" for k in asked[:6])
         wanted = ", ".join(f"{k}={now.get(k)}" for k in asked[:6])

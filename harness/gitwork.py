@@ -1,7 +1,9 @@
 """Git plumbing for campaigns: a branch and a work tree per campaign, never the project's
 own checkout (docs/architecture.md, "One campaign"). The branch `autoresearch/<tag>/<slot>`
 (harness/slot.py) holds the kept commits; a candidate is committed on it and reset away
-when it is not kept.
+when it is not kept. A replay (harness/replay.py) reads commits and builds trees without
+any work tree or branch: a patch is applied in a temporary index, and files are read
+straight from a tree.
 
 Campaigns side by side (a Hydra multirun) share one repository: `git worktree add` picks
 a free name under .git/worktrees, commits and resets move refs, and either may pack refs
@@ -12,6 +14,8 @@ other just took, a `*.lock` file held), so every git call that writes holds one 
 from __future__ import annotations
 
 import functools
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -65,8 +69,9 @@ def branch_name(tag: str, slot: str) -> str:
     return f"autoresearch/{tag}/{slot}"
 
 
-def open_worktree(repo: Path, path: Path, branch: str) -> Path:
-    """The campaign's work tree at `path` on `branch` (created from the project's HEAD)."""
+def open_worktree(repo: Path, path: Path, branch: str, start: str = "HEAD") -> Path:
+    """The campaign's work tree at `path` on `branch` (a new branch starts at `start`: the
+    project's HEAD, or for a replay's new target the commit the source started from)."""
     if (path / ".git").exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +80,7 @@ def open_worktree(repo: Path, path: Path, branch: str) -> Path:
     if exists:
         git(repo, "worktree", "add", str(path), branch)
     else:
-        git(repo, "worktree", "add", "-b", branch, str(path), "HEAD")
+        git(repo, "worktree", "add", "-b", branch, str(path), start)
     return path
 
 
@@ -167,3 +172,60 @@ def save_work(tree: Path, known: set[str], branch: str) -> str | None:
         what.append("uncommitted changes to " + ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else ""))
     git(tree, "branch", branch, "HEAD")
     return "; ".join(what)
+
+
+# ---------------------------------------------------------------------- trees, for a replay
+def is_commit(repo: Path, commit: str) -> bool:
+    """Whether `commit`, a full hash (nothing git could read as an option or a revision
+    expression: it may come from a ledger), names a commit in the repository."""
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit or ""):
+        return False
+    return subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=repo, capture_output=True).returncode == 0
+
+
+def tree_of(repo: Path, commit: str) -> str:
+    return git(repo, "rev-parse", f"{commit}^{{tree}}")
+
+
+def changed_between(repo: Path, a: str, b: str) -> list[str]:
+    """Paths that differ between two commits or trees, exactly as named."""
+    return [p for p in git(repo, "diff", "--name-only", "-z", "--no-renames", a, b, strip=False).split("\0") if p]
+
+
+def apply_on(repo: Path, base: str, parent: str, commit: str, index: Path) -> tuple[str | None, str]:
+    """The tree of `base` with the diff parent..commit applied (in the temporary index file
+    `index`: no work tree, no branch touched): (tree, "") or (None, why git refused it)."""
+    env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+    patch = git(repo, "diff", "--binary", "--no-renames", parent, commit, strip=False)
+
+    def run(*args: str, data: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *IDENTITY, *args], cwd=repo, env=env, input=data, capture_output=True,
+                              text=True)
+
+    try:
+        # it writes objects (blobs, a tree) into the shared repository: under the lock, as any writing call
+        with locks.held(common_dir(repo) / LOCK_FILE):
+            steps = [run("read-tree", base), run("apply", "--cached", "--check", "-", data=patch)]
+            if steps[-1].returncode == 0:
+                steps += [run("apply", "--cached", "-", data=patch), run("write-tree")]
+        failed = next((r for r in steps if r.returncode != 0), None)
+        if failed is not None:
+            said = (failed.stderr.strip() or failed.stdout.strip()).splitlines()
+            return None, said[0] if said else "git could not apply it"
+        return steps[-1].stdout.strip(), ""
+    finally:
+        index.unlink(missing_ok=True)
+
+
+def export(repo: Path, tree: str, paths: list[str], dest: Path) -> list[str]:
+    """Write the files of `tree` under `paths` (files or folders) into `dest`, byte for
+    byte; returns the paths written."""
+    names = [n for n in git(repo, "ls-tree", "-r", "-z", "--name-only", tree, "--", *paths, strip=False).split("\0")
+             if n]
+    for name in names:
+        blob = subprocess.run(["git", "cat-file", "blob", f"{tree}:{name}"], cwd=repo, capture_output=True,
+                              check=True).stdout
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(blob)
+    return names

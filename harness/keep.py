@@ -47,16 +47,23 @@ class Noise:
     def pooled(records: list[dict], calibration: dict | None = None, current: list[float] = (),
                field: str = "val_bpb") -> "Noise":
         """Pooled over the ledger's repeated commits (a row and its `confirm` rows), the
-        runs of the experiment being decided (`current`) and the calibration's noise runs."""
+        runs of the experiment being decided (`current`) and the calibration's noise runs.
+        `replay` rows (another campaign's commits, run by `autoresearch replay`) are not
+        this campaign's experiments and count for nothing here."""
         # a run with no number (None, NaN, inf) measures no noise: ledger.metric is the one rule
         groups: dict[int | str, list[float]] = {"current": [v for v in map(metric, current) if v is not None]}
         for r in records:
             v = metric(r.get(field))
-            if v is None or r.get("experiment_status", "ok") != "ok":
+            if v is None or r.get("experiment_status", "ok") != "ok" or r.get("status") == "replay":
                 continue
             groups.setdefault(r["confirms"] if r.get("status") == "confirm" else r["seq"], []).append(v)
-        ss = sum((len(g) - 1) * statistics.variance(g) for g in groups.values() if len(g) > 1)
-        dof = sum(len(g) - 1 for g in groups.values() if len(g) > 1)
+        return Noise.of_groups(list(groups.values()), calibration, field)
+
+    @staticmethod
+    def of_groups(groups: list[list[float]], calibration: dict | None = None, field: str = "val_bpb") -> "Noise":
+        """Pooled over groups of runs, each group the runs of one commit, and the calibration's noise runs."""
+        ss = sum((len(g) - 1) * statistics.variance(g) for g in groups if len(g) > 1)
+        dof = sum(len(g) - 1 for g in groups if len(g) > 1)
         parts = [f"{dof} dof from repeated runs in this campaign"] if dof else []
         cal = (calibration or {}).get("noise") if field == "val_bpb" else None  # the floor is val_bpb's
         if cal and cal.get("runs", 0) > 1 and cal.get("std") is not None:
@@ -80,9 +87,14 @@ class KeepRule:
                     current: list[float] = (), field: str = "val_bpb") -> "KeepRule":
         """The rule for `field` (lower is better): val_bpb, or a kernel campaign's
         us_per_token; keep.threshold is a val_bpb margin, so it applies to val_bpb only."""
+        return cls.with_noise(keep_cfg, Noise.pooled(records, calibration, current, field), field)
+
+    @classmethod
+    def with_noise(cls, keep_cfg: dict, noise: Noise, field: str = "val_bpb") -> "KeepRule":
+        """The rule for a noise measured elsewhere (a replay's runs: harness/transfer.py)."""
         fixed = keep_cfg.get("threshold") if field == "val_bpb" else None
-        return cls(Noise.pooled(records, calibration, current, field), float(keep_cfg["noise_sigmas"]),
-                   int(keep_cfg["confirm_runs"]), None if fixed is None else float(fixed))
+        return cls(noise, float(keep_cfg["noise_sigmas"]), int(keep_cfg["confirm_runs"]),
+                   None if fixed is None else float(fixed))
 
     def margin(self, n_candidate: int, n_head: int) -> float:
         """The gain (val_bpb) a candidate must exceed to be kept."""

@@ -10,19 +10,23 @@ the README's ledger section lists what the JSONL holds. Three kinds of row:
     API error, agent.max_turns without an edit, Ctrl-C or SIGTERM) after requests that
     were billed; the row carries that usage so the
     campaign's spend (the sum of agent_cost_usd) counts every dollar across resumes.
-Every row takes a seq number of its own (the ledger's key); `confirm` and `stopped` rows are
-not experiments (campaign.max_experiments does not count them).
+A fourth kind, `replay`, is another campaign's commit run here by `autoresearch replay`
+(harness/replay.py), marked with `replay_of` {tag, slot, seq, commit} and `replay_mode`
+(baseline, cumulative or individual): a measurement for the transfer matrix, never this
+campaign's experiment (the keep decision, its noise and the best ignore it).
+Every row takes a seq number of its own (the ledger's key); `confirm`, `stopped` and
+`replay` rows are not experiments (campaign.max_experiments does not count them).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness.agents import Proposal
 from harness.campaign_state import Pending, stamp
 from harness.ledger import metric
 
-CONFIRM, STOPPED = "confirm", "stopped"
-NOT_EXPERIMENTS = (CONFIRM, STOPPED)
+CONFIRM, STOPPED, REPLAY = "confirm", "stopped", "replay"
+NOT_EXPERIMENTS = (CONFIRM, STOPPED, REPLAY)
 
 
 def kept_value(record: dict) -> float | None:
@@ -58,12 +62,13 @@ class RowContext:
     agent: str
     calibration: dict | None
     slot: str | None = None  # the campaign's device slot (harness/slot.py); None: the backend's name
+    marks: dict = field(default_factory=dict)  # fields every row of the call carries (a replay's replay_of, replay_mode)
 
 
 def _base(ctx: RowContext, seq: int, commit: str, parent: str, status: str, description: str) -> dict:
     return {"seq": seq, "commit": commit[:12], "full_commit": commit, "parent": parent, "val_bpb": None,
             "memory_gb": None, "status": status, "description": description, "backend": ctx.backend,
-            "slot": ctx.slot or ctx.backend}
+            "slot": ctx.slot or ctx.backend, **ctx.marks}
 
 
 def experiment_row(ctx: RowContext, seq: int, pending: Pending, out: dict, status: str, cycle_seconds: float,
@@ -94,6 +99,12 @@ def confirm_row(ctx: RowContext, pending: Pending, attempt: int, out: dict, diff
     row = experiment_row(ctx, pending.seq + attempt, pending, out, CONFIRM, 0.0, diff)
     return {**row, "confirms": pending.seq,
             "description": f"confirm {attempt} of exp {pending.seq}: {pending.description}"}
+
+
+def replay_row(ctx: RowContext, seq: int, run: Pending, out: dict, diff: dict) -> dict:
+    """One run of another campaign's commit (`run`: its commit, the parent its diff is
+    against, the description); ctx.marks says which commit of which campaign, and how."""
+    return experiment_row(ctx, seq, run, out, REPLAY, 0.0, diff)
 
 
 def stopped_row(ctx: RowContext, seq: int, kept: str, partial: Proposal, why: str, agent_seconds: float) -> dict:
