@@ -100,9 +100,15 @@ def test_class4_a_long_warmup_counts_as_training(cache_dir, tmp_path):
     assert s["status"] == "timeout" and "warm-up" in s["reason"], s
 
 
+# token and FLOP budgets need this device's calibration: measured once (short windows, any
+# spread accepted: the attacks, not the measurement, are under test), then cached
+QUICK_CALIBRATION = ["calibrate.repeats=2", "calibrate.window_seconds=1.5", "calibrate.warmup_steps=2",
+                     "calibrate.max_cv=1"]
+
+
 def test_class4_the_token_budget_is_what_the_feed_served(cache_dir, tmp_path):
     res, s = experiment(tmp_path / "run", fakes.write(tmp_path / "t.py", steps=0, before_eval=attacks.GREEDY_TOKENS),
-                        "budget.mode=tokens", "budget.reference_seconds=3", "budget.force=true")
+                        "budget.mode=tokens", "budget.reference_seconds=3", "budget.force=true", *QUICK_CALIBRATION)
     assert s["status"] == "ok", s
     assert s["budget_tokens"] - 4 * 256 < s["total_tokens"] <= s["budget_tokens"]  # never past it
     assert "token budget is used up" in (tmp_path / "run" / "train.log").read_text()
@@ -110,7 +116,7 @@ def test_class4_the_token_budget_is_what_the_feed_served(cache_dir, tmp_path):
 
 def test_class4_understating_flops_per_token_is_refused(cache_dir, tmp_path):
     res, s = experiment(tmp_path / "run", fakes.write(tmp_path / "t.py", steps=0, before_eval=attacks.LYING_FLOPS),
-                        "budget.mode=flops", "budget.reference_seconds=3", "budget.force=true")
+                        "budget.mode=flops", "budget.reference_seconds=3", "budget.force=true", *QUICK_CALIBRATION)
     assert s["status"] == "refused" and "FLOP budget" in s["reason"], s
 
 

@@ -18,7 +18,8 @@ from harness.decision import KeepDecision
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
 SETTINGS = ["backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=2", "keep.baseline_runs=1",
-            "keep.confirm_runs=0", "isolation=off", "budget.allowance_seconds=30", "eval.probe_tolerance=1e-4"]
+            "keep.confirm_runs=0", "isolation=off", "budget.allowance_seconds=30", "eval.probe_tolerance=1e-4",
+            "eval.causality_check=false"]  # the probe has tests of its own
 OLD_PENDING = {"seq": 1, "commit": "c" * 40, "parent": "p" * 40, "description": "old-style", "agent_seconds": 1.5,
                "agent_tokens_in": 7, "agent_tokens_out": 3, "agent_cache_read": 0, "agent_cache_write": 0,
                "agent_cost_usd": 0.25, "runs": [{"status": "ok", "val_bpb": 1.0}]}

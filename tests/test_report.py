@@ -277,6 +277,7 @@ def test_report_reads_a_real_campaign(cache_dir, where, capsys, monkeypatch):
     res = run_cli("run", "backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=2", "data.eval_tokens=2048",
                   "keep.confirm_runs=0", "keep.baseline_runs=1", "agent=random",
                   "budget.allowance_seconds=30", "eval.probe_tolerance=1e-4", "budget.grace_seconds=10",
+                  "eval.causality_check=false",
                   "campaign.max_experiments=0",
                   f"campaign.tag={tag}", f"campaign.root={root}", timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
