@@ -153,7 +153,7 @@ def cross_device(campaigns: list[CampaignData], figures: list[Figures], path: Pa
     by_n.set_ylabel("best kept val_bpb so far (bits per byte, lower is better)")
     for ax in (by_n, by_h):
         ax.grid(True, alpha=0.3)
-    _legend(by_n, fontsize=9, loc="upper right")
+    _legend(by_n, fontsize=9, loc="best")
     fig.suptitle("Running best val_bpb per campaign (tag/slot)", fontsize=12)
     budgets = "\n".join(f"{f.name}: budget {budget_text(f.budget)}" for f in figures[:8])
     if len(figures) > 8:
