@@ -15,11 +15,10 @@ from tests.conftest import ROOT, remove_campaign, run_cli
 
 pytestmark = pytest.mark.slow
 
-FAST = ["backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=2", "data.eval_tokens=2048",
-        "keep.confirm_runs=0"]
-ONE_BASELINE = "keep.baseline_runs=1"  # most tests need no noise measurement: one baseline run
 # the causality probe has tests of its own (test_probe, test_attacks): a campaign's runs skip it
-NO_PROBE = "eval.causality_check=false"
+FAST = ["backend=cpu", "model=tiny", "budget.mode=wall", "budget.seconds=2", "data.eval_tokens=2048",
+        "keep.confirm_runs=0", "eval.causality_check=false"]
+ONE_BASELINE = "keep.baseline_runs=1"  # most tests need no noise measurement: one baseline run
 
 
 def git(*args, cwd=ROOT):
@@ -36,7 +35,7 @@ def campaign(tmp_path):
 
 def run(campaign, *extra, verb="run", timeout=600, baseline_runs=1):
     tag, root, _ = campaign
-    return run_cli(verb, *FAST, NO_PROBE, f"keep.baseline_runs={baseline_runs}", f"campaign.tag={tag}",
+    return run_cli(verb, *FAST, f"keep.baseline_runs={baseline_runs}", f"campaign.tag={tag}",
                    f"campaign.root={root}", *extra, timeout=timeout)
 
 
