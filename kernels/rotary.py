@@ -28,21 +28,24 @@ from kernels import launch
 
 
 @triton.jit
-def row_position(rows64, seq_len, n_heads):
-    """(b, t, h) of flat rows numbered in (B, T, H) order."""
-    return rows64 // (n_heads * seq_len), (rows64 // n_heads) % seq_len, rows64 % n_heads
+def head_rows(n_rows, seq_len, n_heads, half, BLOCK_ROWS: tl.constexpr, BLOCK_HALF: tl.constexpr):
+    """This program's block of flat rows, numbered in (B, T, H) order, and the columns of a
+    half head: the rows (also as int64: addresses can pass 2**31 on large activations), the
+    columns, the row and element masks, and each row's (b, t, h)."""
+    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    cols = tl.arange(0, BLOCK_HALF)
+    row_ok = rows < n_rows
+    mask = row_ok[:, None] & (cols < half)[None, :]
+    rows64 = rows.to(tl.int64)
+    b, t, h = rows64 // (n_heads * seq_len), (rows64 // n_heads) % seq_len, rows64 % n_heads
+    return rows, rows64, cols, row_ok, mask, b, t, h
 
 
 @triton.jit
 def _rotary(X, COS, SIN, Y, n_rows, seq_len, n_heads, half,
             stride_xb, stride_xt, stride_xh, stride_ct, stride_st,
             INVERSE: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_HALF: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    cols = tl.arange(0, BLOCK_HALF)
-    row_ok = rows < n_rows
-    mask = row_ok[:, None] & (cols < half)[None, :]
-    rows64 = rows.to(tl.int64)  # addresses can pass 2**31 on large activations
-    b, t, h = row_position(rows64, seq_len, n_heads)
+    _, rows64, cols, _, mask, b, t, h = head_rows(n_rows, seq_len, n_heads, half, BLOCK_ROWS, BLOCK_HALF)
     x_row = b * stride_xb + t * stride_xt + h * stride_xh
     x1_ptr = X + x_row[:, None] + cols[None, :]
     x1 = tl.load(x1_ptr, mask=mask, other=0.0).to(tl.float32)

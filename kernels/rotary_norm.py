@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from kernels import launch
-from kernels.rotary import check_args, row_position, table
+from kernels.rotary import check_args, head_rows, table
 
 
 @triton.jit
@@ -40,12 +40,7 @@ def _rotated(X, COS, SIN, x_row, t, cols, mask, half, stride_ct, stride_st):
 def _rotary_norm_fwd(X, COS, SIN, Y, RSTD, n_rows, seq_len, n_heads, half, eps,
                      stride_xb, stride_xt, stride_xh, stride_ct, stride_st,
                      BLOCK_ROWS: tl.constexpr, BLOCK_HALF: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    cols = tl.arange(0, BLOCK_HALF)
-    row_ok = rows < n_rows
-    mask = row_ok[:, None] & (cols < half)[None, :]
-    rows64 = rows.to(tl.int64)
-    b, t, h = row_position(rows64, seq_len, n_heads)
+    rows, rows64, cols, row_ok, mask, b, t, h = head_rows(n_rows, seq_len, n_heads, half, BLOCK_ROWS, BLOCK_HALF)
     x_row = b * stride_xb + t * stride_xt + h * stride_xh
     r1, r2, c, s = _rotated(X, COS, SIN, x_row, t, cols, mask, half, stride_ct, stride_st)
     # Padded columns rotate zeros to zeros: they add nothing; the mean divides by the true D.
@@ -60,12 +55,7 @@ def _rotary_norm_fwd(X, COS, SIN, Y, RSTD, n_rows, seq_len, n_heads, half, eps,
 def _rotary_norm_bwd(DY, X, COS, SIN, RSTD, DX, n_rows, seq_len, n_heads, half,
                      stride_xb, stride_xt, stride_xh, stride_db, stride_dt, stride_dh,
                      stride_ct, stride_st, BLOCK_ROWS: tl.constexpr, BLOCK_HALF: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    cols = tl.arange(0, BLOCK_HALF)
-    row_ok = rows < n_rows
-    mask = row_ok[:, None] & (cols < half)[None, :]
-    rows64 = rows.to(tl.int64)
-    b, t, h = row_position(rows64, seq_len, n_heads)
+    rows, rows64, cols, row_ok, mask, b, t, h = head_rows(n_rows, seq_len, n_heads, half, BLOCK_ROWS, BLOCK_HALF)
     x_row = b * stride_xb + t * stride_xt + h * stride_xh
     r1, r2, c, s = _rotated(X, COS, SIN, x_row, t, cols, mask, half, stride_ct, stride_st)
     rstd = tl.load(RSTD + rows, mask=row_ok, other=0.0)[:, None]
