@@ -32,6 +32,7 @@ from harness.kernel_cases import Case, cases
 # the dispatch and the references define correct: never the candidate's to change (a
 # campaign refuses edits to them, harness/campaign.py IMMUTABLE; the rules skip them)
 FIXED_FILES = {"reference.py", "registry.py", "__init__.py", "hub.py"}
+GPU_BACKENDS = ("cuda", "rocm")  # where Triton compiles; elsewhere its interpreter runs the kernels
 
 
 @dataclass
@@ -105,6 +106,20 @@ def judge(case: Case, given: dict, result: dict) -> list[str]:
     return problems
 
 
+def run_child(cfg: dict, bk, iso, scratch: Path, kernels_dir: Path | None, argv: list[str], log_name: str):
+    """`python -m ARGV` in `scratch`, sandboxed as training is, the dispatch forced to Triton
+    and `kernels_dir` (a candidate's kernels) first on its path; on a CPU, Triton's
+    interpreter runs the kernels. The completed process (harness/proc.py)."""
+    overlay = [workdir.kernels_overlay(scratch, kernels_dir)] if kernels_dir else []
+    env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), None, None, overlay, kernels="triton"),
+           **iso.env(scratch)}
+    if bk.NAME not in GPU_BACKENDS:
+        env["TRITON_INTERPRET"] = "1"
+    cmd = iso.wrap([sys.executable, "-m", *argv], iso.training_policy(scratch, kernels_dir))
+    return proc.run(cmd, cwd=scratch, env=env, limit=float(cfg["eval"]["timeout_seconds"]), log=scratch / log_name,
+                    echo=False)
+
+
 def run(cfg: dict, kernels_dir: Path | None = None, log=print) -> Report:
     if importlib.util.find_spec("triton") is None:
         raise RuntimeError("kernels check needs Triton, which is not installed here (a Linux-only dependency: "
@@ -120,17 +135,9 @@ def run(cfg: dict, kernels_dir: Path | None = None, log=print) -> Report:
     with tempfile.TemporaryDirectory(prefix="autoresearch-kernels-") as tmp:
         scratch = Path(tmp)
         torch.save([{"kernel": c.kernel, "label": c.label, **g} for c, g in zip(todo, given)], scratch / "in.pt")
-        overlay = [workdir.kernels_overlay(scratch, kernels_dir)] if kernels_dir else []
-        env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), None, None, overlay, kernels="triton"),
-               **iso.env(scratch)}
-        if bk.NAME not in ("cuda", "rocm"):
-            env["TRITON_INTERPRET"] = "1"  # no GPU: Triton's interpreter runs the kernels on the CPU
         log(f"kernels check: {len(todo)} case(s) on {bk.NAME}"
-            + (" (Triton's interpreter)" if env.get("TRITON_INTERPRET") == "1" else "") + f", isolation {iso.label}")
-        cmd = iso.wrap([sys.executable, "-m", "harness.kernel_probe", "in.pt", "out.pt"],
-                       iso.training_policy(scratch, kernels_dir))
-        res = proc.run(cmd, cwd=scratch, env=env, limit=float(cfg["eval"]["timeout_seconds"]),
-                       log=scratch / "probe.log", echo=False)
+            + ("" if bk.NAME in GPU_BACKENDS else " (Triton's interpreter)") + f", isolation {iso.label}")
+        res = run_child(cfg, bk, iso, scratch, kernels_dir, ["harness.kernel_probe", "in.pt", "out.pt"], "probe.log")
         if res.returncode != 0 or not (scratch / "out.pt").exists():
             tail = "\n".join(res.output.splitlines()[-20:])
             report.problems.append(f"the kernels' process failed ({'timed out' if res.timed_out else res.returncode})"

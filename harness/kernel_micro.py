@@ -20,9 +20,8 @@ import tempfile
 from pathlib import Path
 
 import backends
-from harness import isolation, proc, workdir
+from harness import isolation, kernel_check
 
-GPU_BACKENDS = ("cuda", "rocm")
 PASSES = ("fwd", "fwd+bwd")
 
 
@@ -31,7 +30,7 @@ def measure(cfg: dict, kernels_dir: Path, log=print, force: bool = False) -> dic
     advisory), {"skipped": why} off a GPU, or {"failed": why}. `force`: run off a GPU too
     (Triton's interpreter: the figures mean nothing; tests use it to exercise the path)."""
     bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"))
-    if bk.NAME not in GPU_BACKENDS and not force:
+    if bk.NAME not in kernel_check.GPU_BACKENDS and not force:
         return {"skipped": f"no GPU ({bk.NAME}): Triton's interpreter says nothing about speed"}
     iso = isolation.choose(cfg, bk, log=log)
     with tempfile.TemporaryDirectory(prefix="autoresearch-micro-") as tmp:
@@ -39,16 +38,9 @@ def measure(cfg: dict, kernels_dir: Path, log=print, force: bool = False) -> dic
         request = {"model": cfg["model"], "data": {k: cfg["data"][k] for k in ("max_seq_len", "vocab_size")},
                    "only": list(cfg["kernels"].get("only") or []), "repeats": int(cfg["kernels"]["repeats"])}
         (scratch / "in.json").write_text(json.dumps(request))
-        env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), None, None,
-                                [workdir.kernels_overlay(scratch, kernels_dir)], kernels="triton"),
-               **iso.env(scratch)}
-        if bk.NAME not in GPU_BACKENDS:
-            env["TRITON_INTERPRET"] = "1"
         log(f"micro-benchmark: the candidate's kernels at the {cfg['model']['name']} preset's shapes ...")
-        cmd = iso.wrap([sys.executable, "-m", "harness.kernel_micro", "in.json", "out.json"],
-                       iso.training_policy(scratch, kernels_dir))
-        res = proc.run(cmd, cwd=scratch, env=env, limit=float(cfg["eval"]["timeout_seconds"]),
-                       log=scratch / "micro.log", echo=False)
+        res = kernel_check.run_child(cfg, bk, iso, scratch, kernels_dir,
+                                     ["harness.kernel_micro", "in.json", "out.json"], "micro.log")
         if res.returncode != 0 or not (scratch / "out.json").is_file():
             tail = " | ".join(res.output.strip().splitlines()[-3:])[-500:]
             why = "timed out" if res.timed_out else f"exit {res.returncode}"
@@ -87,7 +79,7 @@ def main(argv: list[str]) -> int:
 
     request = json.loads(Path(argv[0]).read_text())
     bk = backends.current()  # the backend the harness named in the environment
-    gpu = bk.NAME in GPU_BACKENDS
+    gpu = bk.NAME in kernel_check.GPU_BACKENDS
     clock = kernel_bench.timer(bk, gpu, request["repeats"])
     out = {}
     for name, label, make, grad_idx in kernel_bench.shapes(request, bk.compute_dtype(), bk.device()):
