@@ -37,6 +37,7 @@ from trainer import atomic
 # Exit codes of `autoresearch experiment`, one per status.
 EXIT_CODES = {"ok": 0, "crash": 3, "nan": 4, "timeout": 5, "refused": 6, "interrupted": 130}
 SUMMARY_FILE = "summary.json"
+RUNNER_FDS = (3, 4, 5)  # where every runner finds its socket and its two buffers
 
 
 def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: dict | None = None,
@@ -113,7 +114,7 @@ def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: di
                        reason=f"immutable files were modified (restored; the modified copies are in {kept}): "
                               + "; ".join(changed[:5]))
         (handover / training.HANDOVER_FILE).unlink(missing_ok=True)
-        for d in [scratch, *run_dir.glob("runner-*")]:
+        for d in [scratch, run_dir / "runner"]:
             shutil.rmtree(d, ignore_errors=True)
         out["total_seconds"] = time.monotonic() - t_start
         out.setdefault("val_bpb", None)
@@ -153,13 +154,18 @@ def _evaluate(cfg: dict, bk, iso: isolation.Isolation, lim: limits.Limits, run_d
                       lim.probe_batches, lim.tolerance, lim.tolerance_source, float(cfg["eval"]["timeout_seconds"]))
 
     def launch(name: str) -> score.Runner:
-        scratch = run_dir / f"runner-{name}"
-        scratch.mkdir(parents=True, exist_ok=True)
+        # Both runners alike: the same scratch path (emptied in between; a private tmpfs
+        # where the sandbox has namespaces), environment, arguments and descriptor numbers,
+        # so that nothing tells the model's code which of them it is in.
+        scratch = run_dir / "runner"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
         r = score.Runner(name, spec.batch_rows, T, spec.vocab)
+        fds = dict(zip(r.fds(), RUNNER_FDS)) if iso.sandboxed and sys.platform.startswith("linux") else None
         env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), handover / "run_config.json", None,
                                 kernels="reference"),  # the metric runs on the references, always
-               **iso.env(scratch), runner_mod.ENV_RUNNER: r.env_value(handover)}
-        cmd = iso.wrap([sys.executable, "-m", "harness.runner"], iso.runner_policy(scratch, handover))
+               **iso.env(scratch), runner_mod.ENV_RUNNER: r.env_value(handover, fds)}
+        cmd = iso.wrap([sys.executable, "-m", "harness.runner"], iso.runner_policy(scratch, handover), fds)
         return r.started(proc.Child.start(cmd, cwd=scratch, env=env, log=run_dir / f"eval-{name}.log",
                                           pass_fds=r.fds()))
 

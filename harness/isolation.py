@@ -92,10 +92,12 @@ class Isolation:
         return self._common().merged(extra)
 
     def runner_policy(self, scratch: Path, handover: Path) -> sandbox.Policy:
-        return self._common().merged(sandbox.Policy(write=(str(scratch),), read=(str(handover),)))
+        """A model runner's: its scratch is private (a tmpfs of its own where the sandbox has
+        namespaces: nothing it writes outlives it or reaches a disk)."""
+        return self._common().merged(sandbox.Policy(private=(str(scratch),), read=(str(handover),)))
 
-    def wrap(self, argv: list[str], policy: sandbox.Policy) -> list[str]:
-        return sandbox.wrap(argv, policy, self.support) if self.support is not None else argv
+    def wrap(self, argv: list[str], policy: sandbox.Policy, fds: dict[int, int] | None = None) -> list[str]:
+        return sandbox.wrap(argv, policy, self.support, fds) if self.support is not None else argv
 
     def env(self, scratch: Path) -> dict[str, str]:
         """Caches and temporary files of a sandboxed process go to its scratch directory."""

@@ -71,9 +71,20 @@ def _recv(sock: socket.socket) -> tuple[bytes, int, int] | None:
     return None if raw is None else TO_RUNNER.unpack(raw)
 
 
+def _scratch_dirs() -> None:
+    """The cache and temporary directories the environment names: a runner's scratch
+    starts empty (a fresh tmpfs where the sandbox has namespaces)."""
+    from harness.sandbox.policy import SCRATCH_VARS
+
+    for var in SCRATCH_VARS:
+        if os.environ.get(var):
+            os.makedirs(os.environ[var], exist_ok=True)
+
+
 def main() -> int:
     import mmap
 
+    _scratch_dirs()
     sock_fd, in_fd, in_bytes, out_fd, out_bytes, handover = os.environ[ENV_RUNNER].split(",", 5)
     in_bytes, out_bytes = int(in_bytes), int(out_bytes)
     sock = socket.socket(fileno=int(sock_fd))

@@ -6,8 +6,8 @@ The scorer holds the validation rows, their targets and the byte counts; it neve
 imports train.py. Two runners (harness/runner.py) run the model:
 1. the scored runner gets the validation inputs batch by batch and returns logits; the
    scorer checks them (shape, finite) and keeps each target's log-probability;
-2. it is killed, and only then does a second runner, started at the same time but
-   kept waiting with no agent code loaded, rebuild the model and run the probe batches
+2. it is killed, and only then is a second runner started, alike in every way the
+   model's code can see, which rebuilds the model and runs the probe batches
    (harness/probe.py): scored prefixes with random suffixes, rows mixed across batches.
    Their log-probabilities before each cut must match the scored ones within a
    tolerance the harness fixes per device and dtype; a larger change is refused.
@@ -82,8 +82,12 @@ class Runner:
         self.vocab = vocab
         self.child: proc.Child | None = None
 
-    def env_value(self, handover: Path) -> str:
-        return f"{self._child_sock.fileno()},{self.in_fd},{self.in_bytes},{self.out_fd},{self.out_bytes},{handover}"
+    def env_value(self, handover: Path, fds: dict[int, int] | None = None) -> str:
+        """$AUTORESEARCH_RUNNER; `fds` maps this side's descriptors to the numbers the
+        runner will find them at (the sandbox moves them there)."""
+        sock, i, o = (fds or {}).get(self._child_sock.fileno(), self._child_sock.fileno()), \
+            (fds or {}).get(self.in_fd, self.in_fd), (fds or {}).get(self.out_fd, self.out_fd)
+        return f"{sock},{i},{self.in_bytes},{o},{self.out_bytes},{handover}"
 
     def fds(self) -> tuple[int, ...]:
         return self._child_sock.fileno(), self.in_fd, self.out_fd
@@ -162,8 +166,6 @@ def score(spec: Spec, launch: Callable[[str], Runner], log=lambda msg: None) -> 
     result: dict = {"eval_rows": 0}
     try:
         scored = launch("scored")
-        if spec.probe_batches > 0:
-            prober = launch("probe")  # imports now, loads the model only once `scored` is dead
         rows = prepare.eval_rows(spec.eval_batch, spec.data)  # (N, T + 1), while the runners start
         N, T = rows.shape[0], rows.shape[1] - 1
         token_bytes = prepare.token_bytes_of(spec.data).astype(np.int64)
@@ -180,7 +182,10 @@ def score(spec: Spec, launch: Callable[[str], Runner], log=lambda msg: None) -> 
         val_bpb = prepare.bits_per_byte(nats, int(tb.sum()))
         result.update(eval_rows=N, eval_tokens=N * T, val_bpb=val_bpb)
         log(f"experiment: scored {N * T:,} tokens in {time.monotonic() - t0:.1f} s: val_bpb {val_bpb:.6f}")
-        if prober is not None:
+        if spec.probe_batches > 0:
+            # started only now, as the scored runner was: nothing in its start (its age when
+            # the model loads, its paths, its descriptors) differs from the scored one's
+            prober = launch("probe")
             result["probe"] = _probe(spec, prober, x, y, lp, token_bytes, deadline)
             worst = result["probe"]
             if not worst["max_diff"] <= spec.tolerance:  # nan fails too

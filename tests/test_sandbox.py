@@ -1,5 +1,6 @@
 """harness.sandbox: real confinement checks (Linux + Landlock) and unit tests of the parts
 that cannot run here (aarch64 filter, macOS profile)."""
+import dataclasses
 import errno
 import json
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from harness import sandbox
@@ -53,9 +55,11 @@ r["truncate_train"] = can(lambda: os.truncate(P["train"] + "/a.txt", 0))
 r["listed"] = os.listdir(P["listed"])
 r["read_listed"] = can(lambda: read(P["listed"] + "/f.txt"))
 """, tree["policy"], tree["scratch"], **{k: v for k, v in tree.items() if k != "policy"})
+    # with namespaces a listed directory holds only what is granted beneath it: no name of
+    # anything else exists (without them Landlock lets its names be listed, not read)
     assert r == {"train": "train", "secret": False, "list_val": False, "write_scratch": True,
                  "write_ro": False, "write_tmp": False, "truncate_train": False,
-                 "listed": ["f.txt"], "read_listed": False}
+                 "listed": [] if SUP.namespaces else ["f.txt"], "read_listed": False}
     assert open(tree["train"] + "/a.txt").read() == "train"
 
 
@@ -116,8 +120,9 @@ r["parent_comm"] = err(lambda: write_comm(os.getppid()))
 """, policy, tree["scratch"], path=path)
     finally:
         listening.close()
+    # with a PID namespace the parent is not there at all (its pid reads 0)
     assert r == {"unix": 0, "inet": errno.EPERM, "connect": errno.ENOENT, "dgram": errno.ENOENT,
-                 "own_comm": 0, "parent_comm": errno.EACCES}
+                 "own_comm": 0, "parent_comm": errno.ENOENT if SUP.namespaces else errno.EACCES}
 
 
 @linux_only
@@ -165,9 +170,12 @@ child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
 os.kill(child.pid, signal.SIGTERM)
 r["own_child"] = child.wait(timeout=10)
 """, tree["policy"], tree["scratch"], pid=os.getpid())
-    if SUP.landlock_abi >= 6:
-        assert r["parent"] == errno.EPERM
-    assert r["parent_environ"] == errno.EACCES  # Landlock: no ptrace-mode access outside
+    if SUP.namespaces:  # a process outside the PID namespace does not exist in it
+        assert r["parent"] == errno.ESRCH and r["parent_environ"] == errno.ENOENT
+    else:
+        if SUP.landlock_abi >= 6:
+            assert r["parent"] == errno.EPERM
+        assert r["parent_environ"] == errno.EACCES  # Landlock: no ptrace-mode access outside
     assert r["own_child"] == -signal.SIGTERM
 
 
@@ -189,14 +197,19 @@ time.sleep(60)
                             start_new_session=True)
     try:
         info = json.loads(proc.stdout.readline())
-        assert info["before"] == info["after"] == info["gc_pgid"] == proc.pid
+        # inside a PID namespace the group (made outside it) reads as 0; either way it is
+        # the same before and after setsid/setpgid, and the grandchild's too
+        assert info["before"] == info["after"] == info["gc_pgid"] == (0 if SUP.namespaces else proc.pid)
+        inside = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        assert len(inside) == (2 if SUP.namespaces else 1)  # (the script as PID 1,) its grandchild
+        assert {os.getpgid(p) for p in inside} == {proc.pid}  # seen from the harness: one group
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     deadline = time.time() + 10
-    while time.time() < deadline and _alive(info["gc"]):
+    while time.time() < deadline and any(map(_alive, inside)):
         time.sleep(0.05)
-    assert not _alive(info["gc"])
+    assert not any(map(_alive, inside))
 
 
 def _alive(pid: int) -> bool:
@@ -241,10 +254,15 @@ r["clone3"] = call(libc.syscall, 435, None, 0)
 def test_nested_launch_without_capabilities(tree):
     """The launcher inside a sandbox (no capabilities left: the unprivileged path) works."""
     policy = tree["policy"].merged(sandbox.Policy(read=(os.path.dirname(LAUNCH),)))
-    inner = sandbox.wrap([sys.executable, "-c", "print(open('/proc/self/status').read())"], policy)
+    flat = dataclasses.replace(SUP, namespaces=False)  # namespaces need what the outer one took
+    inner = sandbox.wrap([sys.executable, "-c", "print(open('/proc/self/status').read())"], policy, flat)
     res = subprocess.run(sandbox.wrap(inner, policy), capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
     assert "Seccomp_filters:\t2" in res.stdout and "CapEff:\t0000000000000000" in res.stdout
+    if SUP.namespaces:  # asked for inside a sandbox, they fail closed: the command never runs
+        nested = sandbox.wrap([sys.executable, "-c", "print('ran')"], policy)
+        res = subprocess.run(sandbox.wrap(nested, policy), capture_output=True, text=True, timeout=30)
+        assert res.returncode == 126 and "ran" not in res.stdout and "sandbox: namespaces" in res.stderr
 
 
 @linux_only

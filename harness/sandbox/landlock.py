@@ -133,11 +133,12 @@ def restrict_self(ruleset_fd: int) -> None:
 
 
 def rules(policy: dict) -> list[tuple[str, int]]:
-    """(path, rights) pairs for a policy dict with read/write/list_dirs/devices lists."""
+    """(path, rights) pairs for a policy dict with read/write/private/list_dirs/devices lists."""
     out = [(p, READ) for p in policy.get("read", ())]
     out += [(p, READ_DIR) for p in policy.get("list_dirs", ())]
     out += [(p, DEVICE) for p in policy.get("devices", ())]
-    out += [(p, (1 << 16) - 1) for p in policy.get("write", ())]  # every right (masked by ABI)
+    out += [(p, (1 << 16) - 1) for p in (*policy.get("write", ()), *policy.get("private", ()))]  # every right
+    #                                                                    (masked by the ABI)
     return out
 
 

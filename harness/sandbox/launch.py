@@ -2,12 +2,17 @@
 
     python -E -s -S /path/to/harness/sandbox/launch.py '<policy-json>' -- prog args...
 
-policy-json: {"read": [...], "write": [...], "list_dirs": [...], "devices": [...],
-"options": [...]} (options: "unix_sockets", see seccomp.build).
+policy-json: {"read": [...], "write": [...], "private": [...], "list_dirs": [...],
+"devices": [...], "options": [...], "fds": [[from, to], ...]} (options: "unix_sockets", see
+seccomp.build; "namespaces": build the private root of namespaces.py, required;
+"no_metadata": deny the syscalls that change file metadata, for machines without
+namespaces; fds: descriptors moved to fixed numbers before the exec, so that two
+commands given different descriptors see the same ones).
 Stdlib only and no `harness` import: sys.path[0] is this directory, so the siblings
-`landlock` and `seccomp` import as top-level modules. In order: parent-death SIGKILL,
-no core dumps, drop every capability (so even uid 0 is powerless after the exec),
-no_new_privs, Landlock (required), seccomp (where this arch has a filter), exec.
+`landlock`, `seccomp` and `namespaces` import as top-level modules. In order:
+parent-death SIGKILL, no core dumps, the namespaces (where asked), drop every capability
+(so even uid 0 is powerless after the exec), no_new_privs, Landlock (required), seccomp
+(where this arch has a filter), the descriptors, exec.
 Any failure prints one line "sandbox: <why>" on stderr and exits 126: the command
 never runs unconfined.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import resource
@@ -22,6 +28,7 @@ import signal
 import sys
 
 import landlock
+import namespaces
 import seccomp
 
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_SECUREBITS = 1, 24, 28
@@ -96,6 +103,12 @@ def confine(policy: dict) -> None:
     """Every step above but the exec; raises Refused."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, "set parent-death signal")
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    options = policy.get("options", [])
+    if "namespaces" in options:
+        try:
+            namespaces.enter(policy)  # from here on: PID 1 of the namespaces, in the private root
+        except OSError as e:
+            raise Refused(f"namespaces: {e.strerror or e}") from None
     drop_capabilities()
     _prctl(PR_SET_NO_NEW_PRIVS, 1, "set no_new_privs")
     try:
@@ -105,9 +118,22 @@ def confine(policy: dict) -> None:
     arch = seccomp.native_arch()
     if arch is not None:
         try:
-            seccomp.install(seccomp.build(arch, unix_sockets="unix_sockets" in policy.get("options", [])))
+            seccomp.install(seccomp.build(arch, unix_sockets="unix_sockets" in options,
+                                          metadata="no_metadata" in options))
         except OSError as e:
             raise Refused(str(e)) from None
+
+
+def move_fds(pairs: list[list[int]]) -> None:
+    """dup each `from` descriptor to its `to` number (inheritable), whatever overlaps."""
+    above = 1 + max((n for pair in pairs for n in pair), default=2)
+    held = [(fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, above), dst) for src, dst in pairs]  # clear of every target
+    for src, _ in pairs:
+        if src not in {dst for _, dst in pairs}:
+            os.close(src)
+    for tmp, dst in held:
+        os.dup2(tmp, dst, inheritable=True)
+        os.close(tmp)
 
 
 def main(args: list[str]) -> int:
@@ -116,11 +142,16 @@ def main(args: list[str]) -> int:
         return 126
     try:
         policy = json.loads(args[0])
+        fds = policy.pop("fds", []) if isinstance(policy, dict) else []
         if not isinstance(policy, dict) or any(
                 not isinstance(v, list) or not all(isinstance(p, str) for p in v)
                 for v in policy.values()):
             raise ValueError("want an object of string lists")
+        if not isinstance(fds, list) or not all(
+                isinstance(f, list) and len(f) == 2 and all(type(n) is int and n >= 0 for n in f) for f in fds):
+            raise ValueError("fds: want a list of [from, to] pairs")
         confine(policy)
+        move_fds(fds)
     except (Refused, ValueError, OSError) as e:
         print(f"sandbox: {e}", file=sys.stderr)
         return 126

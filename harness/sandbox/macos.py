@@ -31,7 +31,7 @@ def _real(path: str) -> str:
 
 def profile(policy) -> str:
     """The SBPL text for `policy` (a harness.sandbox.Policy, or anything with its fields)."""
-    writable = [f"(subpath {quote(_real(p))})" for p in policy.write]
+    writable = [f"(subpath {quote(_real(p))})" for p in (*policy.write, *policy.private)]
     writable += [f"(literal {quote(p)})" for p in DEV_WRITABLE]
     writable += [f"(subpath {quote(_real(p))})" for p in policy.devices if p not in DEV_WRITABLE]
     lines = [

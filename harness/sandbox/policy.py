@@ -28,6 +28,8 @@ def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
 class Policy:
     read: tuple[str, ...] = ()       # files or dirs: read + execute everything beneath
     write: tuple[str, ...] = ()      # dirs: full read/write/create/remove beneath (scratch)
+    private: tuple[str, ...] = ()    # dirs: like write, but a fresh empty tmpfs of the
+    #                                  sandbox's own where namespaces exist (dies with it)
     list_dirs: tuple[str, ...] = ()  # dirs whose entries may be listed, files not read
     devices: tuple[str, ...] = ()    # device files or dirs of them: read, write, ioctl
     deny_read: tuple[str, ...] = ()  # macOS only: Seatbelt can carve these out of an allowed
@@ -51,13 +53,16 @@ class Support:
     landlock_abi: int       # 0 when not Linux/Landlock
     seccomp: bool
     notes: tuple[str, ...]  # what is missing or weaker than the full design
+    namespaces: bool = False  # the private, read-only root of harness/sandbox/namespaces.py
 
     @property
     def label(self) -> str:
-        """'landlock-v7+seccomp', 'landlock-v3+seccomp (partial: ...)', 'sandbox-exec', 'none'."""
+        """'landlock-v7+seccomp+namespaces', 'landlock-v3+seccomp (partial: ...)', 'sandbox-exec',
+        'none'."""
         if self.kind != "landlock":
             return self.kind
-        base = f"landlock-v{self.landlock_abi}" + ("+seccomp" if self.seccomp else "")
+        base = (f"landlock-v{self.landlock_abi}" + ("+seccomp" if self.seccomp else "")
+                + ("+namespaces" if self.namespaces else ""))
         return f"{base} (partial: {'; '.join(self.notes)})" if self.notes else base
 
 
@@ -100,16 +105,28 @@ def support() -> Support:
     if abi < 1:
         return Support("none", 0, False, ("Landlock unavailable (kernel < 5.13, or not enabled "
                                           "in the LSM list)",))
-    sup = Support("landlock", abi, seccomp.available(), tuple(_abi_notes(abi, seccomp.available())))
-    try:
-        r = subprocess.run(wrap([sys.executable, "-S", "-c", "pass"], base_policy("cpu"), sup),
-                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        why = None if r.returncode == 0 else (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
-    except (OSError, subprocess.TimeoutExpired) as e:
-        why = str(e)
+    notes = _abi_notes(abi, seccomp.available())
+    full = Support("landlock", abi, seccomp.available(), tuple(notes), namespaces=True)
+    why_ns = _launcher_fails(full)
+    if why_ns is None:
+        return full
+    notes.append(f"no namespaces ({why_ns}): the host's files are visible, reads update access times, "
+                 "and seccomp denies every metadata change instead")
+    sup = Support("landlock", abi, seccomp.available(), tuple(notes))
+    why = _launcher_fails(sup)
     if why:
         return Support("none", abi, False, (f"the sandbox launcher fails here: {why}",))
     return sup
+
+
+def _launcher_fails(sup: Support) -> str | None:
+    """Why the launcher cannot run `python -c pass` under `sup` here (None: it can)."""
+    try:
+        r = subprocess.run(wrap([sys.executable, "-S", "-c", "pass"], base_policy("cpu"), sup),
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        return None if r.returncode == 0 else (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
 
 
 def _existing(paths) -> tuple[str, ...]:
@@ -159,9 +176,11 @@ def base_policy(backend: str) -> Policy:
     return Policy(read=_existing(read), devices=_existing(devices), write=_existing(write), options=tuple(options))
 
 
-def wrap(argv: list[str], policy: Policy, sup: Support | None = None) -> list[str]:
+def wrap(argv: list[str], policy: Policy, sup: Support | None = None, fds: dict[int, int] | None = None) -> list[str]:
     """The argv that runs `argv` confined to `policy`. Relative policy paths are taken from
-    the caller's cwd. Raises SandboxUnavailable when sup (default: support()) is 'none'."""
+    the caller's cwd. `fds`: inherited descriptors moved to fixed numbers ({from: to})
+    before the exec (Linux). Raises SandboxUnavailable when sup (default: support()) is
+    'none'."""
     sup = sup or support()
     if not argv:
         raise ValueError("empty command")
@@ -170,8 +189,9 @@ def wrap(argv: list[str], policy: Policy, sup: Support | None = None) -> list[st
     if sup.kind != "landlock":
         raise SandboxUnavailable("no sandbox on this machine: " + "; ".join(sup.notes))
     spec = {k: [os.path.abspath(p) for p in getattr(policy, k)]
-            for k in ("read", "write", "list_dirs", "devices")}
-    spec["options"] = list(policy.options)
+            for k in ("read", "write", "private", "list_dirs", "devices")}
+    spec["options"] = [*policy.options, "namespaces" if sup.namespaces else "no_metadata"]
+    spec["fds"] = [[int(a), int(b)] for a, b in (fds or {}).items()]
     return [sys.executable, "-E", "-s", "-S", str(LAUNCH), json.dumps(spec), "--", *argv]
 
 

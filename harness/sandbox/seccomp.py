@@ -30,8 +30,20 @@ X32_SYSCALL_BIT = 0x40000000
 _COMMON = {
     "pidfd_getfd": 438, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
     "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
-    "fspick": 433, "mount_setattr": 442, "quotactl_fd": 443,
+    "fspick": 433, "mount_setattr": 442, "quotactl_fd": 443, "fchmodat2": 452,
+    "setxattrat": 463, "removexattrat": 466,
 }
+# The syscalls that change a file's metadata (mode, owner, times, extended attributes),
+# which Landlock does not confine: denied where the sandbox has no read-only mounts to
+# stop them (harness/sandbox/namespaces.py), since uid 0 owns every file on such machines.
+METADATA = {
+    "x86_64": dict(chmod=90, fchmod=91, fchmodat=268, chown=92, fchown=93, lchown=94, fchownat=260,
+                   setxattr=188, lsetxattr=189, fsetxattr=190, removexattr=197, lremovexattr=198,
+                   fremovexattr=199, utime=132, utimes=235, utimensat=280, futimesat=261),
+    "aarch64": dict(fchmod=52, fchmodat=53, fchownat=54, fchown=55, setxattr=5, lsetxattr=6, fsetxattr=7,
+                    removexattr=14, lremovexattr=15, fremovexattr=16, utimensat=88),
+}
+METADATA_COMMON = ("fchmodat2", "setxattrat", "removexattrat")
 SYSCALLS = {
     "x86_64": dict(_COMMON,
         socket=41, socketpair=53, connect=42, clone=56, clone3=435, setsid=112, setpgid=109,
@@ -121,14 +133,17 @@ def _assemble(items: list) -> list[tuple[int, int, int, int]]:
 AF_UNIX = 1
 
 
-def build(arch: str, unix_sockets: bool = False) -> list[tuple[int, int, int, int]] | None:
+def build(arch: str, unix_sockets: bool = False, metadata: bool = False) -> list[tuple[int, int, int, int]] | None:
     """The filter for `arch` ('x86_64' | 'aarch64'); None for an arch without tables.
 
     unix_sockets: socket(AF_UNIX, ...) is allowed (any other family still fails with
     EPERM) and every connect() fails with ENOENT, as if nothing listened at the address:
     the CUDA driver creates a Unix socket at start-up (it looks for an MPS server, and
     carries on when none answers), but nothing in the sandbox may reach a host service
-    such as a session bus through one."""
+    such as a session bus through one.
+
+    metadata: the METADATA syscalls fail with EPERM too (no chmod, chown, utime or xattr
+    change anywhere, the scratch directory included)."""
     if arch not in SYSCALLS:
         return None
     nr = SYSCALLS[arch]
@@ -145,6 +160,9 @@ def build(arch: str, unix_sockets: bool = False) -> list[tuple[int, int, int, in
                   (JEQ, "allow", "eperm", AF_UNIX),
                   "not_socket", (JEQ, "enoent", 0, nr["connect"])]
     items += [(JEQ, "eperm", 0, nr[name]) for name in DENY if name in nr and not (unix_sockets and name == "socket")]
+    if metadata:
+        numbers = {**METADATA[arch], **{name: nr[name] for name in METADATA_COMMON}}
+        items += [(JEQ, "eperm", 0, n) for n in numbers.values()]
     items += [(JEQ, "fake_ok", 0, nr[name]) for name in FAKE_SUCCESS]
     items += [
         (JEQ, "enosys", 0, nr["clone3"]),
