@@ -196,7 +196,7 @@ def report(out: dict) -> int:
         print("experiment: WARNING: isolation: none: this result is not tamper-proof", file=sys.stderr)
     v = out.get("val_bpb")
     out_print = {k: v for k, v in out.items() if k not in ("reason", "log_tail", "train", "probe")}
-    out_print.update({f"train.{k}": v for k, v in (out.get("train") or {}).items()})
+    out_print.update({f"{summary.CLAIM}{k}": v for k, v in (out.get("train") or {}).items()})
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         out_print.pop("val_bpb", None)  # no val_bpb line: the contract's mark of a failed run
     tel = out.get("telemetry") or {}
