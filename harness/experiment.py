@@ -96,7 +96,7 @@ def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: di
         if t.status != "ok":
             out["log_tail"] = t.log_tail
         else:
-            _account(out, t.model, budget)
+            _account(out, t.model, handover / runner_mod.TRAIN_FILE, budget)
         if out["status"] == "ok":
             say("experiment: evaluating (sandboxed model runners; the metric stays in the harness) ...")
             out.update(_evaluate(cfg, bk, iso, lim, run_dir, handover, say))
@@ -122,18 +122,22 @@ def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: di
     return out
 
 
-def _account(out: dict, model: Path, budget: budget_mod.Budget) -> None:
-    """The harness's figures from the handed-over file: parameters, FLOPs per token (6 per
-    floating-point element of the model), MFU; a flops budget is checked here."""
+def _account(out: dict, model: Path, source: Path, budget: budget_mod.Budget) -> None:
+    """The harness's figures from the handed-over file and train.py (the runners rebuild the
+    model from both): the weights they can hold (harness/modelfile.py: one per floating-point
+    element, half a weight per other byte), FLOPs per token (6 per weight), MFU; a flops
+    budget is checked here."""
     from harness import modelfile
 
     try:
-        facts = modelfile.inspect(model)
+        facts = modelfile.inspect(model, source=source)
     except modelfile.ModelFileError as e:
         out.update(status="crash", reason=f"the handed-over model file is unreadable: {e}")
         return
-    fpt = 6.0 * facts.num_float_elements
-    out.update(num_params_M=facts.num_params / 1e6, model_flops_per_token=fpt)
+    fpt = 6.0 * facts.num_weights
+    out.update(num_params_M=facts.num_weights / 1e6, model_flops_per_token=fpt, model_weights={
+        "float_elements": facts.num_float_elements, "other_bytes": facts.other_bytes,
+        "source_bytes": facts.source_bytes, "parameters": facts.num_params})
     bk = backends.current()
     peak = bk.peak_flops(bk.compute_dtype())
     secs = out.get("training_seconds") or 0.0
@@ -142,9 +146,12 @@ def _account(out: dict, model: Path, budget: budget_mod.Budget) -> None:
         used = fpt * out["total_tokens"]
         if used > budget.flops * 1.001:  # a rounding's worth of slack, no more
             out.update(status="refused", reason=(
-                f"trained past the FLOP budget: {used:.3e} FLOPs (6 x {facts.num_float_elements:,} model elements "
+                f"trained past the FLOP budget: {used:.3e} FLOPs (6 x {facts.num_weights:,} model weights: "
+                f"{facts.num_float_elements:,} floating-point elements + half a weight per byte of the other "
+                f"{facts.other_bytes:,} bytes of the model file and the {facts.source_bytes:,} of train.py; "
                 f"x {out['total_tokens']:,} tokens) of {budget.flops:.3e}; declare the model's FLOPs per token "
-                f"through prepare.budget_progress(..., flops) so the feed stops in time"))
+                f"(prepare.model_flops_per_token(model)) through prepare.budget_progress(..., flops) so the "
+                f"feed stops in time"))
 
 
 def _evaluate(cfg: dict, bk, iso: isolation.Isolation, lim: limits.Limits, run_dir: Path, handover: Path,
@@ -195,7 +202,7 @@ def report(out: dict) -> int:
         print("experiment: WARNING: isolation: none: this result is not tamper-proof", file=sys.stderr)
     v = out.get("val_bpb")
     out_print = {k: v for k, v in out.items() if k not in ("reason", "log_tail", "train", "probe")}
-    out_print.update({f"train.{k}": v for k, v in (out.get("train") or {}).items()})
+    out_print.update({f"{summary.CLAIM}{k}": v for k, v in (out.get("train") or {}).items()})
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         out_print.pop("val_bpb", None)  # no val_bpb line: the contract's mark of a failed run
     tel = out.get("telemetry") or {}

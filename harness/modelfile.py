@@ -3,7 +3,7 @@
 Usage::
 
     from harness.modelfile import ModelFileError, inspect
-    facts = inspect(Path("run/model.pt"))  # ModelFacts(num_params=..., num_float_elements=..., ...)
+    facts = inspect(Path("run/model.pt"), source=Path("run/train.py"))  # ModelFacts(num_weights=..., ...)
 
 Threat model: the file is written by an untrusted process (the agent's train.py), so its
 pickle may name any class or function. This reader executes none of it: every global
@@ -16,8 +16,19 @@ builds a fresh unpickler, stub class and shims, so one file cannot alter how the
 Counting: tensors are deduplicated by (storage record, offset, shape, dtype), so tied weights
 count once; parameters are the tensors pickled as ``nn.Parameter``, so a state_dict file has
 num_params 0 and everything in num_float_elements. Each tensor must fit in its record's bytes
-(self-overlapping, e.g. expand()ed, tensors are refused); sparse, quantized, nested, subclass
-and meta (shape-only) tensors are not counted. The legacy non-zip format is refused.
+(self-overlapping, e.g. expand()ed, tensors are refused). The plain tensors a sparse or nested
+tensor pickles as count as what they are; a quantized tensor (its storage, no plain tensor)
+and a meta (shape-only) tensor are none. The legacy non-zip format is refused.
+
+What the model hands over, whatever its form, is what the FLOP rule and num_params_M count
+(num_weights): one weight per element of a floating-point tensor, and half a weight (what a
+16-bit float packs) per every other byte of the file (integer, bool and other tensors, the
+pickle with any bytes, str or numbers in it, zip headers, comments, padding) and of the
+script the runners rebuild the model from (``source``). The whole file counts, not only
+its records: the model's code in the runner may open the file and read any byte of it.
+Weights bit-cast to int32 count twice their float32 count. The residue: a floating
+tensor's bits read as narrower floats count at the element count (fp32 storage holding two
+bf16 or four fp8 values: 2x or 4x under-counted; float64: 4x or 8x).
 """
 from __future__ import annotations
 
@@ -40,12 +51,23 @@ _DTYPES = {n: v for n, v in vars(torch).items() if isinstance(v, torch.dtype)}
 _UNTYPED = object()  # stands for torch.UntypedStorage in a persistent id (_rebuild_tensor_v3)
 
 
+BYTES_PER_WEIGHT = 2  # outside a floating tensor, a weight is what a 16-bit float packs
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     num_params: int  # elements of distinct nn.Parameters
     num_float_elements: int  # elements of distinct floating-point tensors (parameters and buffers)
     bytes: int  # file size
     dtypes: dict[str, int]  # dtype name ("float32", "bfloat16") -> elements, floating tensors
+    other_bytes: int  # bytes of the file not taken by those floating tensors' elements
+    source_bytes: int  # the script the runners rebuild the model from (0: none given)
+    num_weights: int  # what the FLOP rule counts: floating elements + (other + source bytes) / 2
+
+
+def byte_weights(nbytes: int) -> int:
+    """Weights that `nbytes` outside a floating tensor count for (half a weight a byte, rounded up)."""
+    return -(-nbytes // BYTES_PER_WEIGHT)
 
 
 class ModelFileError(ValueError):
@@ -201,9 +223,11 @@ def _collect(root, stub_type) -> dict[tuple, bool]:
     return found
 
 
-def inspect(path: Path, max_bytes: int = 64 << 30) -> ModelFacts:
-    """Facts about the model file at path; ModelFileError if it cannot be read as one."""
+def inspect(path: Path, max_bytes: int = 64 << 30, source: Path | None = None) -> ModelFacts:
+    """Facts about the model file at path, and the bytes of `source` (the train.py the runners
+    rebuild it from) in its num_weights; ModelFileError if either cannot be read."""
     path = Path(path)
+    source_bytes = _source_size(Path(source)) if source is not None else 0
     try:  # O_NONBLOCK: a FIFO planted at path must not hang the harness
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
@@ -217,7 +241,8 @@ def inspect(path: Path, max_bytes: int = 64 << 30) -> ModelFacts:
             raise ModelFileError(f"{path} is empty")
         if st.st_size > max_bytes:
             raise ModelFileError(f"{path} is {st.st_size} bytes, over the limit of {max_bytes}")
-        module, stub_type = _pickle_module(_records(f, path))
+        sizes = _records(f, path)
+        module, stub_type = _pickle_module(sizes)
         f.seek(0)
         try:  # _load, not torch.load: no TORCH_FORCE_* env overrides, no TorchScript dispatch
             root = _load(torch._C.PyTorchFileReader(f), "meta", module, encoding="utf-8")
@@ -227,10 +252,27 @@ def inspect(path: Path, max_bytes: int = 64 << 30) -> ModelFacts:
     if not found:
         raise ModelFileError(f"{path}: no tensors with data in the file")
     dtypes: collections.Counter[str] = collections.Counter()
+    taken: collections.Counter[str] = collections.Counter()  # record -> bytes of its floating elements
     num_params = 0
-    for (_key, _offset, shape, dtype), is_param in found.items():
+    for (key, _offset, shape, dtype), is_param in found.items():
         numel = math.prod(shape)
         num_params += numel if is_param else 0
         if dtype.is_floating_point:
             dtypes[str(dtype).removeprefix("torch.")] += numel
-    return ModelFacts(num_params, sum(dtypes.values()), st.st_size, dict(dtypes))
+            taken[key] += numel * dtype.itemsize
+    # Overlapping floating tensors pay for their bytes once per element each, so capping at the
+    # record's size only keeps `other` from going negative; the gaps of a strided view stay other.
+    other = st.st_size - sum(min(n, sizes[f"data/{key}"]) for key, n in taken.items())
+    floats = sum(dtypes.values())
+    return ModelFacts(num_params, floats, st.st_size, dict(dtypes), other, source_bytes,
+                      floats + byte_weights(other + source_bytes))
+
+
+def _source_size(source: Path) -> int:
+    try:
+        st = os.stat(source)
+    except OSError as e:
+        raise ModelFileError(f"{source}: cannot stat: {e.strerror}") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelFileError(f"{source} is not a regular file")
+    return st.st_size

@@ -7,14 +7,21 @@ different scored batches side by side (each at the index it had when scored, so 
 arithmetic is the same), run them in a fresh process that never saw the scored inputs,
 and compare the log-probabilities of the real targets before each cut with the scored
 ones. Anything that moved read a token it should not have: the future of its row, other
-rows of its batch, or state left behind by earlier batches.
+rows of its batch, or state left behind by earlier batches. A share of the rows
+(WHOLE_SHARE) is kept whole (cut = T: nothing replaced, every position compared, the
+rows beside it still from other batches), so the last positions, which a cut in 1..T-1
+compares rarely (position t in a share (T-1-t)/(T-1) of rows) or never (t = T-1), are
+compared too: a model that reads other rows or old state only there is caught.
 
     batches = make(scored_ids, batch_rows=8, n_batches=8, pool=normal_token_ids, rng=rng)
     worst = compare(scored_lp, probe_lp, batches[0])
 
 What this catches and what it cannot: a model that reads ahead at every position is
-caught in every probed row; one that reads the next token at a random fraction p of
-positions passes k probed rows with probability (1 - p)^k (the README gives the figure).
+caught in every cut row; one that reads the next token at a random fraction p of
+positions passes k probed rows with probability about (1 - (1 - WHOLE_SHARE) p)^k (a
+whole row has no future to replace; the README gives the figure); one that reads another
+row or old state at one position only, the last included, passes with at most
+(1 - WHOLE_SHARE)^k.
 """
 from __future__ import annotations
 
@@ -22,12 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+WHOLE_SHARE = 1 / 8  # rows kept whole, on average: 8 of 64 (none of 64: (7/8)^64 = 0.02%)
+
 
 @dataclass
 class ProbeBatch:
     ids: np.ndarray  # int32 (B, T): what the probe runner sees
     rows: np.ndarray  # (B,) the scored row each probe row copies (its prefix)
-    cuts: np.ndarray  # (B,) first replaced position, in 1..T-1: positions < cut are compared
+    cuts: np.ndarray  # (B,) first replaced position, in 1..T (T: none): positions < cut are compared
 
 
 @dataclass
@@ -51,7 +60,7 @@ def make(scored_ids: np.ndarray, batch_rows: int, n_batches: int, pool: np.ndarr
     for _ in range(n_batches):
         chunk = rng.choice(chunks, size=batch_rows, replace=chunks < batch_rows)
         rows = chunk * batch_rows + np.arange(batch_rows)  # same index within the batch as when scored
-        cuts = rng.integers(1, T, size=batch_rows)
+        cuts = np.where(rng.random(batch_rows) < WHOLE_SHARE, T, rng.integers(1, T, size=batch_rows))
         ids = scored_ids[rows].astype(np.int32, copy=True)
         for i, c in enumerate(cuts):
             ids[i, c:] = rng.choice(pool, size=T - c)

@@ -8,7 +8,8 @@ imports train.py. Two runners (harness/runner.py) run the model:
    scorer checks them (shape, finite) and keeps each target's log-probability;
 2. it is killed, and only then is a second runner started, alike in every way the
    model's code can see, which rebuilds the model and runs the probe batches
-   (harness/probe.py): scored prefixes with random suffixes, rows mixed across batches.
+   (harness/probe.py): scored prefixes with random suffixes (a share of rows kept whole),
+   rows mixed across batches.
    Their log-probabilities before each cut must match the scored ones within a
    tolerance the harness fixes per device and dtype; a larger change is refused.
 val_bpb = summed nats / (ln 2 x summed target bytes), special-token targets excluded;
@@ -189,9 +190,10 @@ def score(spec: Spec, launch: Callable[[str], Runner], log=lambda msg: None) -> 
             result["probe"] = _probe(spec, prober, x, y, lp, token_bytes, deadline)
             worst = result["probe"]
             if not worst["max_diff"] <= spec.tolerance:  # nan fails too
+                how = (f"scored row {worst['row']} kept whole" if worst["cut"] >= T else
+                       f"the tokens of scored row {worst['row']} replaced from position {worst['cut']} on")
                 result.update(status="refused", val_bpb=None, reason=(
-                    f"the model is not causal: with the tokens of scored row {worst['row']} replaced from "
-                    f"position {worst['cut']} on (and other rows of its batch swapped), the log-probability of "
+                    f"the model is not causal: with {how} (and other rows of its batch swapped), the log-probability of "
                     f"the real next token at position {worst['pos']} moved by {worst['max_diff']:.3g} nats "
                     f"(tolerance {spec.tolerance:.3g}, {spec.tolerance_source}). A model must not read future "
                     f"tokens, other rows of its batch, or state left by earlier batches, and must be "

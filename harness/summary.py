@@ -19,7 +19,7 @@ HARNESS_KEYS = ("status", "isolation", "budget_mode", "budget_seconds", "calibra
 QUIET_KEYS = ("reason", "log_tail", "train_process_seconds", "budget_reason", "total_tokens", "timed_tokens",
               "model_flops_per_token", "allowance_seconds", "warmup_tokens", "eval_rows", "eval_tokens",
               "model_file_mb", "budget_tokens", "budget_flops", "calibration_cv",
-              "calibration_tokens_per_s", "telemetry")  # JSON only
+              "calibration_tokens_per_s", "telemetry", "model_weights")  # JSON only
 
 
 def parse(text: str) -> dict:
@@ -37,6 +37,7 @@ def parse(text: str) -> dict:
     return out
 
 
+CLAIM = "train."  # the prefix of train.py's own keys in the printed block
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
 
@@ -66,8 +67,8 @@ def _fmt(key: str, v) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, float):
-        if math.isnan(v) or math.isinf(v):
-            return str(v)
+        if math.isnan(v) or math.isinf(v) or key.startswith(CLAIM):
+            return repr(v)  # a claim at full precision: the shortest text that reads back as the number kept
         return f"{v:.6f}" if key == "val_bpb" else f"{v:.2f}" if key == "mfu_percent" else f"{v:.1f}"
     return str(v)
 

@@ -15,7 +15,8 @@
 - its probe noise: the largest change of a target's log-probability when rows are
   batched with other rows and their suffixes replaced (what the causality probe does),
   on the trained baseline: zero for deterministic kernels;
-- its FLOPs per token by the harness's rule: 6 x the model's floating-point elements.
+- its FLOPs per token by the harness's rule: 6 x the weights its handed-over file and source
+  can hold (one per floating-point element, half a weight per other byte: trainer/weights.py).
 Progress lines go to stdout; the result is written atomically to OUT.json.
 """
 from __future__ import annotations
@@ -145,7 +146,7 @@ def throughput(bk, repeats: int, window_seconds: float, warmup_steps: int, log,
     return {"tokens_per_s": med, "tokens_per_s_windows": rates, "cv": cv, "flops_per_token": fpt,
             "num_params": model.num_params()["total"], "step_tokens": base.TOTAL_BATCH_SIZE,
             "startup_seconds": startup, "probe_noise": noise,
-            "model_flops_per_token": prepare.model_flops_per_token(model)}
+            "model_flops_per_token": prepare.model_flops_per_token(model, source=BASELINE)}
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from tests import fakes
-from tests.conftest import FAST, experiment, run_cli
+from tests.conftest import FAST, ROOT, experiment, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,12 @@ def test_tiny_baseline_end_to_end(cache_dir, tmp_path):
     # the harness's own figures: its clock, its feed's count, the handed-over file
     assert 8.0 <= s["training_seconds"] <= 8.0 + max(1.0, 2 * 8.0 * 0.05) + 1.0
     assert s["num_steps"] > 2 and s["total_tokens"] == s["num_steps"] * 8 * 256
-    assert s["num_params_M"] == pytest.approx(7.34, abs=0.01)
+    # the weights the file and train.py can hold: 7.34M parameters, the rotary tables, half a
+    # weight per byte of the pickle, the zip and train.py (harness/modelfile.py)
+    w = s["model_weights"]
+    assert w["parameters"] == 7_340_296 and w["float_elements"] == w["parameters"] + 2 * 256 * 32
+    assert w["source_bytes"] == (ROOT / "trainer" / "train.py").stat().st_size
+    assert 0 < w["other_bytes"] < 64 << 10 and s["num_params_M"] == pytest.approx(7.38, abs=0.01)
     assert s["probe"]["rows"] == 64 and s["probe"]["max_diff"] <= s["probe"]["tolerance"]
     assert "calibration" in s["probe"]["tolerance_source"] or "probe noise" in s["probe"]["tolerance_source"]
     assert s["train"]["num_steps"] == s["num_steps"]  # train.py's own report, kept apart

@@ -28,6 +28,7 @@ import torch
 from trainer import atomic, build, layout, sources
 from trainer import feed as _feed
 from trainer import tokenizer as bpe
+from trainer import weights as _weights
 from trainer.build import READY_FILE, CacheError  # noqa: F401 (re-exported)
 from trainer.packing import BestFitPacker
 
@@ -94,17 +95,13 @@ class _Budget(float):
 TIME_BUDGET: float = _Budget(BUDGET["seconds"])  # training seconds on this device (tokens/flops: an estimate)
 
 
-def model_flops_per_token(model) -> float:
-    """Training FLOPs per token by the rule a flops budget counts (the harness applies it
-    to the handed-over model): 6 x the model's floating-point elements, parameters and
-    buffers, each storage once."""
-    seen, total = set(), 0
-    for t in [*model.parameters(), *model.buffers()]:
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
-        if t.is_floating_point() and key not in seen:
-            seen.add(key)
-            total += t.numel()
-    return 6.0 * total
+def model_flops_per_token(model, source=None) -> float:
+    """Training FLOPs per token by the rule a flops budget counts, which the harness applies to
+    the handed-over file and train.py (harness/modelfile.py): 6 x the weights they can hold,
+    one per floating-point element of the model (parameters and buffers, each storage once)
+    and half a weight per other byte (integer tensors, the pickle, a bytes attribute, the
+    source of `source`: the running script by default). See trainer/weights.py."""
+    return 6.0 * _weights.count(model, None if source is None else Path(source))
 
 
 def budget_progress(training_seconds: float, tokens: int, flops: float = 0.0) -> float:
@@ -333,7 +330,8 @@ def evaluate_bpb(model, tokenizer, batch_size: int) -> float:
     if out:
         model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
         with atomic.replacing(out) as tmp:
-            torch.save(model, tmp)
+            with open(tmp, "wb") as f:  # a file object: the archive is named as trainer/weights.py counts it
+                torch.save(model, f)
         client = _feed.Client.from_env()
         if client is not None:
             client.handover()
