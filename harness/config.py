@@ -75,7 +75,7 @@ class BudgetConf:
     # most seconds from the start of train.py to the start of the training clock;
     # None = measured on the frozen baseline by calibration (1.5 x its start-up + 1 s)
     allowance_seconds: Optional[float] = None
-    warmup_tokens: Optional[int] = None  # tokens served before the clock starts; None = 2 x model.total_batch_size
+    warmup_tokens: Optional[int] = None  # most tokens served (random rows) before the clock; None = 2 x model.total_batch_size
     grace_seconds: Optional[float] = None  # past the budget before a run is cut off; None = max(1, 2% of the budget)
 
 

@@ -10,11 +10,18 @@ The training process asks for batches over a socket (`trainer/feed.py` is its en
 reads them from a shared buffer this side writes. What the harness counts here is what
 the run is credited with, whatever train.py prints:
 - tokens served (tokens and flops budgets stop serving when they are used up);
-- the training clock: it starts at the first batch request once `warmup_tokens` have
-  been served (warm-up: compile, allocator; counted in tokens, so bigger batches do
-  not buy more of it) or when the start-up allowance measured on the frozen baseline
-  runs out, whichever comes first; it stops when the model is handed over (the save is
-  part of training);
+- warm-up: at most `warmup_tokens` tokens are served before the clock starts (compile,
+  allocator), and they carry nothing of the data set: each warm-up row is BOS followed
+  by random ordinary tokens drawn here from a seed of this run's own, and the training
+  split's stream does not advance meanwhile (the first timed batch is the split's first
+  rows). However many steps train.py takes on them before the clock, it learns nothing
+  about the text;
+- the training clock: it starts at the first batch request that would take the tokens
+  served past `warmup_tokens` (before that batch is served: it is timed, so a first
+  request bigger than the warm-up starts the clock at once; one that exactly reaches it
+  is still warm-up) or when the start-up allowance measured on the frozen baseline runs
+  out, whichever comes first; it stops when the model is handed over (the save is part
+  of training);
 - the deadline: clock start + budget + grace (tokens/flops: 1.5 x their estimate in
   seconds); a run still training then is cut off, never credited;
 - tokens and flops budgets: a request that would take the run past the budget is not
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import secrets
 import socket
 import statistics
 import tempfile
@@ -36,9 +44,11 @@ import numpy as np
 from harness.budget import Budget
 from trainer import feed as wire
 from trainer import prepare
+from trainer import tokenizer as bpe
 
 MAX_BATCH_TOKENS = 16 << 20  # int32 tokens in one batch: 64 MB of shared buffer
 MAX_SOURCES = 4  # row lengths packed at once (one per distinct seq_len asked for)
+FIRST_EPOCH = 1  # the epoch the training split's stream starts in (it does not advance during warm-up)
 
 
 def shared_buffer(size: int) -> int:
@@ -120,13 +130,18 @@ class Feed:
         self.shm_fd = shared_buffer(self.shm_bytes)
         self._mm = mmap.mmap(self.shm_fd, self.shm_bytes, access=mmap.ACCESS_WRITE)
         self._tok = prepare.Tokenizer.from_directory(prepare.tokenizer_dir(data))
+        # warm-up rows: BOS, then tokens drawn uniformly from the ordinary ones (those with
+        # bytes in the merge table, as the probe's random suffixes) with a fresh seed per run
+        self._pool = np.flatnonzero(bpe.token_byte_lengths(self._tok.enc) > 0)
+        self._rng = np.random.default_rng(secrets.randbits(128))
         self._rows: dict[int, _Rows] = {}
         if first_rows:  # start packing before the child asks: its start-up hides it
             self._source(data["max_seq_len"]).prime(2 * first_rows)
         self.t_spawn: float | None = None
-        self.t_warm: float | None = None  # the first request after the warm-up tokens
+        self.t_warm: float | None = None  # the request that would take the tokens past the warm-up (clock start)
         self.t_handover: float | None = None
-        self.tokens = self.batches = self.timed_tokens = 0
+        # tokens = warmup_served (random rows, before the clock) + timed_tokens (the split's rows, timed)
+        self.tokens = self.batches = self.timed_tokens = self.warmup_served = 0
         self.declared_fpt = 0.0
         self.error: str | None = None  # a harness-side failure (unreadable data), not the agent's
         self._asked: deque = deque(maxlen=51)  # the last request times, for the step-time estimate
@@ -150,13 +165,13 @@ class Feed:
         self._thread.start()
 
     # ------------------------------------------------------------------ the clock
-    def clock_start(self) -> float | None:
-        """Monotonic time the training clock started (None: not yet)."""
+    def clock_start(self, now: float | None = None) -> float | None:
+        """Monotonic time the training clock started (None: not yet, as of `now`)."""
         if self.t_spawn is None:
             return None
         by_allowance = self.t_spawn + self.allowance
         start = min(self.t_warm, by_allowance) if self.t_warm is not None else by_allowance
-        end = self.t_handover if self.t_handover is not None else time.monotonic()
+        end = self.t_handover if self.t_handover is not None else (now if now is not None else time.monotonic())
         return start if start <= end else None
 
     def training_seconds(self, now: float | None = None) -> float:
@@ -253,21 +268,35 @@ class Feed:
             return self._reply(wire.BAD_REQUEST)
         if rows * (seq_len + 1) > MAX_BATCH_TOKENS:
             return self._reply(wire.TOO_BIG)
-        if self.tokens >= self.warmup_tokens and self.t_warm is None:
-            self.t_warm = now
-        if self._exhausted(rows * seq_len):
+        tokens = rows * seq_len  # what the batch counts for (its inputs; the targets add one per row)
+        timed = self.clock_start(now) is not None
+        if not timed and self.tokens + tokens > self.warmup_tokens:
+            self.t_warm, timed = now, True  # the clock starts before this batch is served: it is timed
+        if self._exhausted(tokens):
             return self._reply(wire.EXHAUSTED)
-        batch, epoch = self._source(seq_len).take(rows)
+        if timed:
+            batch, epoch = self._source(seq_len).take(rows)
+        else:
+            batch, epoch = self._warmup_rows(rows, seq_len), FIRST_EPOCH
         n = rows * (seq_len + 1)
         np.frombuffer(self._mm, dtype=wire.TOKEN_DTYPE, count=n)[:] = batch.reshape(-1)
-        self.tokens += rows * seq_len
+        self.tokens += tokens
         self.batches += 1
-        if self.clock_start() is not None:
-            self.timed_tokens += rows * seq_len
+        if timed:
+            self.timed_tokens += tokens
             if self.keep_times:
-                self.request_times.append((now, rows * seq_len))
+                self.request_times.append((now, tokens))
+        else:
+            self.warmup_served += tokens
         self._asked.append(now)
         self._reply(wire.OK, rows, seq_len, epoch)
+
+    def _warmup_rows(self, rows: int, seq_len: int) -> np.ndarray:
+        """(rows, seq_len + 1) int32 like a packed batch: BOS, then random ordinary tokens."""
+        out = np.empty((rows, seq_len + 1), dtype=wire.TOKEN_DTYPE)
+        out[:, 0] = self._tok.get_bos_token_id()
+        out[:, 1:] = self._rng.choice(self._pool, size=(rows, seq_len))
+        return out
 
     def close(self) -> None:
         for src in self._rows.values():

@@ -5,8 +5,9 @@
 - allowance: the most seconds from the start of train.py to the start of the training
   clock (start-up, first batches, compile). Default: 1.5 x the frozen baseline's
   start-up as measured by calibration, + 1 s. Start-up beyond it counts as training.
-- warmup_tokens: tokens served before the clock starts (default: two optimizer steps
-  of the preset's batch, as the baseline's untimed warm-up).
+- warmup_tokens: the most tokens served before the clock starts, as random rows (the
+  feed; default: two optimizer steps of the preset's batch, as the baseline's untimed
+  warm-up).
 - grace: seconds past the budget before a still-training run is cut off (default:
   2% of the budget, at least 1 s; the feed also allows two of the run's own steps, at
   most 5% of the budget).
@@ -39,7 +40,7 @@ class Limits:
 
 
 def warmup_tokens(cfg: dict) -> int:
-    """Tokens served before the clock starts: budget.warmup_tokens, or two optimizer steps."""
+    """The most tokens served before the clock starts: budget.warmup_tokens, or two optimizer steps."""
     warmup = cfg["budget"].get("warmup_tokens")
     return int(warmup) if warmup is not None else 2 * int(cfg["model"]["total_batch_size"])
 

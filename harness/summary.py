@@ -17,8 +17,8 @@ KEYS = (
 HARNESS_KEYS = ("status", "isolation", "budget_mode", "budget_seconds", "calibration_id", "calibration_quality",
                 "startup_seconds", "eval_seconds", "run_dir")
 QUIET_KEYS = ("reason", "log_tail", "train_process_seconds", "budget_reason", "total_tokens", "timed_tokens",
-              "model_flops_per_token", "allowance_seconds", "warmup_tokens", "eval_rows", "eval_tokens",
-              "model_file_mb", "budget_tokens", "budget_flops", "calibration_cv",
+              "warmup_tokens_served", "model_flops_per_token", "allowance_seconds", "warmup_tokens", "eval_rows",
+              "eval_tokens", "model_file_mb", "budget_tokens", "budget_flops", "calibration_cv",
               "calibration_tokens_per_s", "telemetry", "model_weights")  # JSON only
 
 

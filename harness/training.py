@@ -69,7 +69,7 @@ def run(cmd: list[str], *, scratch: Path, handover: Path, env: dict, feed: Feed,
     out.fields = {
         "training_seconds": feed.training_seconds(), "startup_seconds": _startup(feed, t_spawn),
         "peak_memory_mb": tel.peak_memory_mb(), "total_tokens_M": feed.tokens / 1e6, "total_tokens": feed.tokens,
-        "timed_tokens": feed.timed_tokens,
+        "timed_tokens": feed.timed_tokens, "warmup_tokens_served": feed.warmup_served,
         "num_steps": feed.batches, "train_process_seconds": child.seconds,
         "telemetry": tel.summary(_timed_window(feed), feed.timed_tokens),
     }
@@ -85,8 +85,8 @@ def run(cmd: list[str], *, scratch: Path, handover: Path, env: dict, feed: Feed,
             out.reason = (f"train.py was still training {feed.seconds_limit():.1f} s after its clock started "
                           f"(budget + grace): cut off, not credited")
         else:
-            out.reason = (f"train.py had not finished its warm-up ({feed.tokens:,} of {feed.warmup_tokens:,} tokens "
-                          f"asked for) when its start-up allowance of {feed.allowance:.1f} s and then its budget ran "
+            out.reason = (f"train.py had not finished its warm-up ({feed.warmup_served:,} of {feed.warmup_tokens:,} "
+                          f"tokens served) when its start-up allowance of {feed.allowance:.1f} s and then its budget ran "
                           f"out: cut off, not credited")
     elif child.popen.returncode != 0:
         nan = any(NAN_PATTERN.search(line) and ("loss" in line.lower() or "fail" in line.lower())

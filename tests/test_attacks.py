@@ -9,10 +9,21 @@ import uuid
 
 import pytest
 
-from tests import attacks, fakes
-from tests.conftest import ROOT, experiment
+from tests import attacks, conftest, fakes
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
+# Warm-up rows are random, drawn afresh each run: a fake that trained on them would score
+# differently every time. The attacks here are scored against the honest fake exactly, so
+# they run without warm-up (every batch is the split's, in the same order); the warm-up
+# attacks are in tests/test_attacks_clock.py.
+NO_WARMUP = "budget.warmup_tokens=0"
+
+
+def experiment(run_dir, train_file, *extra, **kw):
+    return conftest.experiment(run_dir, train_file, NO_WARMUP, *extra, **kw)
+
+
 # Classes 3 and 5 are stopped by the sandbox; without one the product still runs (and says
 # `isolation: none`), so those tests have nothing to check there.
 needs_sandbox = pytest.mark.skipif(__import__("harness.sandbox", fromlist=["support"]).support().kind == "none",
@@ -95,8 +106,9 @@ def test_class4_training_on_its_own_clock_past_the_budget_is_cut_off(cache_dir, 
 
 def test_class4_a_long_warmup_counts_as_training(cache_dir, tmp_path):
     """Start-up beyond the allowance measured on the frozen baseline is charged."""
-    res, s = experiment(tmp_path / "run", fakes.write(tmp_path / "t.py", steps=0, before_eval=attacks.FREE_WARMUP),
-                        "budget.allowance_seconds=3")
+    res, s = conftest.experiment(tmp_path / "run", fakes.write(tmp_path / "t.py", steps=0,
+                                                               before_eval=attacks.FREE_WARMUP),
+                                 "budget.allowance_seconds=3")  # warm-up: model=tiny's 4,096 tokens
     assert s["status"] == "timeout" and "warm-up" in s["reason"], s
 
 

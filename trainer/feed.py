@@ -10,6 +10,10 @@ harness's end is `harness/feed.py`. Both sides use the structs below.
     client.progress()                                # fraction of the budget the harness counts as used
     client.handover()                                # after saving the model: the harness takes over
 
+The batches served before the training clock starts (at most budget.warmup_tokens: for
+compile and allocator warm-up) are random rows, BOS then random ordinary tokens, of the
+same shape; the training split's first rows come with the first timed batch.
+
 The client's figures only steer an honest train.py (when to stop, its LR schedule):
 the harness measures the budget itself and cuts a run off at its own deadline, so
 nothing this side reports is ever credited.
