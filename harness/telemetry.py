@@ -8,8 +8,12 @@
 
 Nothing runs in the training process, and nothing train.py prints or writes is read: every
 figure comes from the OS (psutil) or the GPU driver (harness/telemetry_gpu.py).
-- Every device: CPU use and resident memory of train.py's process tree, and the CPU the
-  rest of the machine used meanwhile (busy time minus the tree's and the harness's own).
+- Every device: CPU use and resident memory of the run's processes ("the tree":
+  harness/proc.py's `members`, every process in the group the harness made for train.py,
+  which in the sandbox none can leave, with every descendant and the orphans re-parented
+  to the harness: a worker that double-forks away from train.py is still the run's), and
+  the CPU the rest of the machine used meanwhile (busy time minus the tree's and the
+  harness's own).
 - NVIDIA (NVML) and AMD (amdsmi): the energy counter, power, SM/GFX clock, temperature,
   throttle reasons, the tree's GPU memory and the other processes on its GPU.
 - MPS: the tree's resident memory, which on unified memory includes what its tensors hold.
@@ -27,7 +31,7 @@ import sys
 import threading
 import time
 
-from harness import telemetry_gpu, telemetry_summary
+from harness import proc, telemetry_gpu, telemetry_summary
 from harness.telemetry_summary import Sample
 
 INTERVAL_S = 0.5  # seconds between samples (the cost: benchmarks/telemetry_overhead.py)
@@ -178,10 +182,13 @@ def _busy_seconds() -> float:
 
 
 def _tree(pid: int) -> list:
+    """The run's processes: `pid` leads the process group the harness made for it."""
     import psutil
 
-    try:
-        root = psutil.Process(pid)
-        return [root] + root.children(recursive=True)
-    except psutil.Error:
-        return []
+    out = []
+    for member in proc.members(pid, root=pid):
+        try:
+            out.append(psutil.Process(member))
+        except psutil.Error:  # exited since the listing
+            continue
+    return out

@@ -34,7 +34,7 @@ MB = 2**20
 @dataclass
 class Sample:
     t: float  # time.monotonic(), seconds
-    tree_cpu_s: float  # CPU seconds of train.py's tree so far (an exited process keeps its last reading)
+    tree_cpu_s: float  # CPU seconds of the run's processes so far (proc.members; an exited one keeps its last)
     tree_rss: int | None  # bytes; None when no process of the tree was left
     tree_pids: frozenset
     busy_s: float  # the machine's busy CPU seconds so far, every core summed

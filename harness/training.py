@@ -41,28 +41,31 @@ class Outcome:
 def run(cmd: list[str], *, scratch: Path, handover: Path, env: dict, feed: Feed, log: Path, echo: bool,
         backend: str, on_start=None) -> Outcome:
     out = Outcome()
-    child = proc.Child.start(cmd, cwd=scratch, env={**env, **feed.env()}, log=log, echo=echo, prefix="  | ",
-                             pass_fds=feed.child_fds())
-    t_spawn = child.t0
-    if on_start is not None:
-        on_start(child.pid)
-    feed.on_handover = lambda: _kill_group(child.pid)
-    feed.start(t_spawn)
-    tel = Telemetry(child.pid, backend, device_hint=_device_hint(env)).start()
-    cut_off = False
-    try:
-        while True:
-            code = child.wait(0.05)
-            if code is not None or feed.handed_over.is_set():
-                break
-            if time.monotonic() > feed.deadline():
-                cut_off = True
-                break
-    except KeyboardInterrupt as e:
-        out.status, out.reason = "interrupted", stops.reason(e)
-    finally:
-        child.kill_tree()  # before anything else: nothing train.py started outlives this line
-        tel.stop()
+    # the harness is its descendants' subreaper meanwhile: a process train.py orphans (a double
+    # fork) comes back to it, to be measured (harness/telemetry.py) and killed with the rest
+    with proc.subreaper():
+        child = proc.Child.start(cmd, cwd=scratch, env={**env, **feed.env()}, log=log, echo=echo, prefix="  | ",
+                                 pass_fds=feed.child_fds())
+        t_spawn = child.t0
+        if on_start is not None:
+            on_start(child.pid)
+        feed.on_handover = lambda: _kill_group(child.pid)
+        feed.start(t_spawn)
+        tel = Telemetry(child.pid, backend, device_hint=_device_hint(env)).start()
+        cut_off = False
+        try:
+            while True:
+                code = child.wait(0.05)
+                if code is not None or feed.handed_over.is_set():
+                    break
+                if time.monotonic() > feed.deadline():
+                    cut_off = True
+                    break
+        except KeyboardInterrupt as e:
+            out.status, out.reason = "interrupted", stops.reason(e)
+        finally:
+            child.kill_tree()  # before anything else: nothing train.py started outlives this line
+            tel.stop()
     text = child.output()
     out.log_tail = "\n".join(text.splitlines()[-30:])
     out.reported = summary.parse(text)

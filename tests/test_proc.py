@@ -18,7 +18,11 @@ def test_child_env_carries_no_credentials(monkeypatch):
 
 
 def test_kill_tree_takes_a_grandchild_that_left_the_group(tmp_path):
-    proc.become_subreaper()
+    with proc.subreaper():  # as during a training run; not left on for the rest of the session
+        _kill_a_grandchild_that_left_the_group(tmp_path)
+
+
+def _kill_a_grandchild_that_left_the_group(tmp_path):
     code = ("import subprocess, sys, time\n"
             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
             "print(p.pid, flush=True)\n"
