@@ -174,7 +174,7 @@ targets = {
     "a .pth in site-packages": Path(site.getsitepackages()[0]) / "zz_planted.pth",
     "sitecustomize": Path(site.getsitepackages()[0]) / "sitecustomize.py",
     "the runners' train.py": run / "handover" / "train.py",
-    "a runner's directory": run / "runner-scored" / "torch.py",
+    "a runner's directory": run / "runner" / "torch.py",
     "the summary": run / "summary.json",
     "/tmp": "/tmp/autoresearch-planted.py",
     "/dev/shm": "/dev/shm/autoresearch-planted",
