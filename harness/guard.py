@@ -76,7 +76,7 @@ class Meta:
             out.append(f"mode changed: {p} ({stat.filemode(self.mode)} -> {stat.filemode(now.mode)})")
         if now.xattrs != self.xattrs:
             if self.xattrs is None or now.xattrs is None:
-                what = "unreadable now" if now.xattrs is None else "where there were none to read"
+                what = "unreadable now" if now.xattrs is None else "readable now, not before"
             else:
                 before, after = self.xattrs, now.xattrs
                 what = "; ".join(f"{verb} {', '.join(sorted(names))}" for verb, names in (
