@@ -7,8 +7,9 @@ Prints figures; asserts nothing.
     .venv/bin/python benchmarks/telemetry_overhead.py --backend cuda --experiments 2 backend=cuda model=tiny
 
 The sampler alone watches a child that keeps one core busy in a tree of four processes
-(what psutil walks each sample), for --seconds. "Without" runs the same experiment with the
-sampler replaced by a stand-in that does nothing (patched in the experiment's own process).
+(read each sample, after a scan of every process on the machine to find the run's), for
+--seconds. "Without" runs the same experiment with the sampler replaced by a stand-in that
+does nothing (patched in the experiment's own process).
 """
 import argparse
 import json

@@ -14,7 +14,8 @@ hands it to `run`; a campaign hands it the budget fixed when it started.
    hands over; its whole process tree is killed at once.
 4. The scorer (harness/score.py, in this process) computes val_bpb from logits that
    sandboxed runners return, and decides causality with a fresh runner.
-5. The hashes are checked again; a changed immutable file is restored and refused.
+5. The hashes are checked again; an immutable file whose contents, mode or extended
+   attributes changed is restored and the result refused.
 The summary block is printed and written to RUN_DIR/summary.json (atomically); every
 field in it is the harness's own; train.py's own `---` block is kept under `train`.
 """
@@ -110,9 +111,9 @@ def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: di
         changed = guard.violations()
         if changed:
             kept = guard.restore(backup=run_dir / "tampered")
-            out.update(status="refused", val_bpb=None,
-                       reason=f"immutable files were modified (restored; the modified copies are in {kept}): "
-                              + "; ".join(changed[:5]))
+            out.update(status="refused", val_bpb=None, tampered=changed,
+                       reason=f"immutable files were tampered with (restored; every change is listed in "
+                              f"{kept / 'changes.txt'}, the modified copies beside it): " + "; ".join(changed[:5]))
         (handover / training.HANDOVER_FILE).unlink(missing_ok=True)
         for d in [scratch, run_dir / "runner"]:
             shutil.rmtree(d, ignore_errors=True)

@@ -19,7 +19,7 @@ HARNESS_KEYS = ("status", "isolation", "budget_mode", "budget_seconds", "calibra
 QUIET_KEYS = ("reason", "log_tail", "train_process_seconds", "budget_reason", "total_tokens", "timed_tokens",
               "warmup_tokens_served", "model_flops_per_token", "allowance_seconds", "warmup_tokens", "eval_rows",
               "eval_tokens", "model_file_mb", "budget_tokens", "budget_flops", "calibration_cv",
-              "calibration_tokens_per_s", "telemetry", "model_weights")  # JSON only
+              "calibration_tokens_per_s", "telemetry", "model_weights", "tampered")  # JSON only
 
 
 def parse(text: str) -> dict:

@@ -7,7 +7,8 @@
 clock never started): rates, power, clocks, temperatures and throttle reasons are taken
 over it, and the energy is the device's over exactly it (the cumulative counter
 interpolated at both ends; where a device has no counter, its power samples integrated).
-Without a window they are taken over the whole run and there is no energy. The README's
+Without a window (or with fewer than two samples in it: shorter than an interval) they are
+taken over the whole run, and without one there is no energy. The README's
 ledger section lists the fields.
 """
 from __future__ import annotations
@@ -50,10 +51,15 @@ def summarize(samples: list[Sample], *, window: tuple[float, float] | None, time
         window = None
     inside = (lambda t: window[0] <= t <= window[1]) if window else (lambda t: False)
     pairs = [(a, b) for a, b in zip(samples, samples[1:]) if b.t > a.t]
-    timed_pairs = [(a, b) for a, b in pairs if inside((a.t + b.t) / 2)] or pairs
-    timed = [s for s in samples if inside(s.t)] or samples
+    timed = [s for s in samples if inside(s.t)]
+    # the window's own rates need a whole interval in it (two samples): one shorter (a
+    # train.py that hands over moments after its clock starts) would be the one pair around
+    # the handover, whose CPU the last reading missed, and train.py's work would read as foreign
+    windowed = len(timed) >= 2
+    timed_pairs = [(a, b) for a, b in pairs if inside((a.t + b.t) / 2)] if windowed else []
+    timed_pairs, timed = timed_pairs or pairs, timed if windowed else samples
     out = {"sources": sources, "interval_s": interval, "samples": len(samples),
-           "window": "timed training" if window and any(inside(s.t) for s in samples) else "whole run",
+           "window": "timed training" if windowed else "whole run",
            **_cpu(timed_pairs, interval),
            "ram_mb_peak": _peak_mb([s.tree_rss for s in samples if s.tree_rss is not None])}
     gpu = _gpu(samples, timed, window, gpus, harness_pid) if gpus else None

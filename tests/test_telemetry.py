@@ -346,6 +346,17 @@ def test_the_peak_ignores_a_sliver_of_an_interval():
     assert t["cpu_percent_peak"] == 50.0 and t["cpu_percent_mean"] == pytest.approx(50.9, abs=0.1)
 
 
+def test_a_window_shorter_than_an_interval_takes_the_whole_run():
+    """A train.py that hands over 50 ms after its clock starts: the one pair around it ends
+    at the sample after the kill, which has no new CPU reading; its rate (none) must not
+    stand for the run's, with all the machine's busy time read as foreign."""
+    samples = [S(0), S(1, tree=1, busy=1), S(2, tree=2, busy=2), S(2.3, tree=2, busy=2.3)]
+    t = summarize(samples, window=(2.1, 2.15), timed_tokens=0, interval=1.0, sources=["psutil"], gpus=[],
+                  harness_pid=1)
+    assert t["window"] == "whole run" and t["cpu_percent_mean"] == pytest.approx(87, abs=1)
+    assert t["foreign_cpu_percent_mean"] == pytest.approx(13, abs=1)
+
+
 def test_the_console_block_ends_with_energy_where_measured(capsys, tmp_path):
     from harness import experiment
 
