@@ -215,26 +215,3 @@ def enter(policy: dict) -> None:
     except OSError:
         os.chdir("/")
 
-
-def available() -> str | None:
-    """None when this machine lets an unprivileged process build the namespaces (probed in a
-    forked child, which exits at once), else why not."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            enter({"read": [], "private": ["/sandbox-probe"]})
-            msg = b""
-        except OSError as e:
-            msg = str(e).encode()[:500] or b"failed"
-        os.write(w, msg or b"ok")
-        os._exit(0)
-    os.close(w)
-    chunks = []
-    while (b := os.read(r, 4096)):
-        chunks.append(b)
-    os.close(r)
-    os.waitpid(pid, 0)
-    out = b"".join(chunks).decode("utf-8", "replace")
-    return None if out.startswith("ok") else (out or "the namespace probe died")
