@@ -185,16 +185,27 @@ attempt("hard-link the validation split", lambda: os.link(tp.heldout_dir() / "va
 '''
 PROCESSES = '''
 import signal, socket, subprocess
-attempt("signal the harness", lambda: os.kill(os.getppid(), 0))
+def harness():
+    """The harness's pid as train.py sees it: in a PID namespace the parent lives outside
+    and has no number (getppid() is 0, and kill(0) would only signal train.py's own group)."""
+    pid = os.getppid()
+    if pid == 0:
+        raise ProcessLookupError("the harness has no pid here")
+    return pid
+attempt("signal the harness", lambda: os.kill(harness(), 0))
 # SIGTERM and SIGHUP stop the harness in an orderly way (the run ends `interrupted`, a
 # campaign stops): from train.py they must not even arrive
-attempt("SIGTERM the harness", lambda: os.kill(os.getppid(), signal.SIGTERM))
-attempt("SIGHUP the harness's process group", lambda: os.killpg(os.getpgid(os.getppid()), signal.SIGHUP))
+attempt("SIGTERM the harness", lambda: os.kill(harness(), signal.SIGTERM))
+attempt("SIGHUP the harness's process group", lambda: os.killpg(os.getpgid(harness()), signal.SIGHUP))
+# every process it may signal but itself: none, inside or outside a namespace
+attempt("SIGTERM every process in reach", lambda: os.kill(-1, signal.SIGTERM))
 attempt("TCP to the test's server", lambda: socket.create_connection(("127.0.0.1", PORT), timeout=2))
 attempt("SysV shared memory", lambda: __import__("ctypes").CDLL(None, use_errno=True).shmget(0, 4096, 0o1666) >= 0
         or (_ for _ in ()).throw(PermissionError("shmget")))
+# a daemon in its own session, named by a marker in its command line: its pid inside a PID
+# namespace means nothing outside, so the test looks for the marker among the host's processes
 daemon = subprocess.Popen([sys.executable, "-c", "import os, time\\nos.setsid()\\n"
-                           "while True:\\n    time.sleep(0.1)"], start_new_session=True)
+                           "while True:\\n    time.sleep(0.1)", DAEMON_MARK], start_new_session=True)
 print(f"DAEMON {daemon.pid}", flush=True)
 '''
 BAD_HANDOVER = {

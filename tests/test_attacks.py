@@ -5,7 +5,9 @@ import hashlib
 import json
 import os
 import socket
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -134,6 +136,13 @@ def test_class4_understating_flops_per_token_is_refused(cache_dir, tmp_path):
 
 # --------------------------------------------------------------------------- class 5
 
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended between the listing and the read
+        return b""
+
+
 def _hashes(paths):
     return {str(p): hashlib.sha256(open(p, "rb").read()).hexdigest() for p in paths if os.path.exists(p)}
 
@@ -156,18 +165,19 @@ def test_class5_no_file_outside_its_scratch_is_writable(honest, tmp_path):
 @needs_sandbox
 def test_class5_every_process_dies_at_the_handover_and_none_reaches_out(honest, tmp_path):
     server = socket.create_server(("127.0.0.1", 0))  # listening: the kernel would complete a connect
-    top = attacks.ATTEMPT + f"PORT = {server.getsockname()[1]}\n"
+    mark = f"autoresearch-daemon-{os.getpid()}-{time.time_ns()}"
+    top = attacks.ATTEMPT + f"PORT = {server.getsockname()[1]}\nDAEMON_MARK = {mark!r}\n"
     t = fakes.write(tmp_path / "t.py", top=top, before_eval=attacks.PROCESSES)
     res, s = experiment(tmp_path / "run", t)
     server.close()
     log = (tmp_path / "run" / "train.log").read_text()
     got = attempts(tmp_path / "run")
     assert got == {"signal the harness": "DENIED", "SIGTERM the harness": "DENIED",
-                   "SIGHUP the harness's process group": "DENIED", "TCP to the test's server": "DENIED",
+                   "SIGHUP the harness's process group": "DENIED", "SIGTERM every process in reach": "DENIED",
+                   "TCP to the test's server": "DENIED",
                    "SysV shared memory": "DENIED"}, got
-    pid = int(log.split("DAEMON ")[1].split()[0])
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    assert "DAEMON " in log  # it was started
+    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if mark.encode() in _read(p)]
     assert s["status"] == "ok" and s["val_bpb"] == pytest.approx(honest, abs=1e-9)
 
 
