@@ -40,7 +40,9 @@ class CalibrationError(RuntimeError):
     pass
 
 
-FORMAT = 4  # 3: throughput and start-up from the baseline trained as an experiment trains it; 4: as long as one
+# 3: throughput and start-up from the baseline trained as an experiment trains it; 4: as long as
+# one; 5: the baseline evaluated as an experiment is (its runners' times bound every evaluation)
+FORMAT = 5
 
 
 def identity(cfg: dict, bk) -> dict:
@@ -180,7 +182,9 @@ def _measure(cfg: dict, bk, log) -> dict:
     seconds = windows * float(ccfg["window_seconds"] or window_seconds(cfg, windows))
     monitor = LoadMonitor(bk.NAME)
     try:
-        result.update(throughput.measure(cfg, bk, seconds, windows, log=log, on_start=monitor.start))
+        # the evaluation's runners are not the monitored process: the window ends with the training
+        result.update(throughput.measure(cfg, bk, seconds, windows, log=log, on_start=monitor.start,
+                                         evaluate=True, on_trained=lambda: load_notes.append(monitor.stop())))
     except throughput.ThroughputError as e:
         raise CalibrationError(str(e)) from None
     finally:
@@ -235,9 +239,15 @@ class LoadMonitor:
             return
 
     def stop(self) -> str:
+        """What foreign load was seen from start() to the first stop() (later calls repeat it)."""
         self._stop.set()
         if self.pid is None:
             return ""
+        if getattr(self, "_note", None) is None:
+            self._note = self._measured()
+        return self._note
+
+    def _measured(self) -> str:
         elapsed = max(time.time() - self.t0, 1e-6)
         # the harness's own threads (the feed packing batches) are not foreign load either
         other = (self._busy() - self.busy0 - self.own - (self._self_cpu() - self.self0)) / elapsed
@@ -297,6 +307,11 @@ def table(cal: dict) -> str:
                      f"1.5x + 1 s)"),
         ("probe noise", f"{cal['probe_noise']:.3g} nats (the causality probe allows 10x, at least a dtype floor)"),
     ]
+    if cal.get("eval_timing"):
+        s, p = cal["eval_timing"]["scored"], cal["eval_timing"]["probe"]
+        rows.append(("evaluation", f"scored runner {s['startup']:.1f} s + {s['forward']:.1f} s for {s['tokens']:,} "
+                                   f"tokens, probe runner {p['startup']:.1f} s + {p['forward']:.1f} s (runners may take "
+                                   f"eval.bound_factor x, scaled by model size, + eval.bound_slack_seconds)"))
     if cal.get("noise"):
         n = cal["noise"]
         rows.append(("noise floor", f"val_bpb {n['mean']:.4f} ± {n['std']:.4f} (std of {n['runs']} runs)"))

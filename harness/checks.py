@@ -61,6 +61,9 @@ RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("eval.timeout_seconds", *POSITIVE),
     ("eval.probe_batches", *_at_least(1)),
     ("eval.probe_tolerance", *NON_NEGATIVE),
+    ("eval.bound_factor", (lambda v: _number(v) and v >= 1), "a number >= 1"),
+    ("eval.bound_slack_seconds", *NON_NEGATIVE),
+    ("eval.runner_seconds", *POSITIVE),
     ("calibrate.max_cv", *NON_NEGATIVE),
     ("calibrate.attempts", *_at_least(1)),
     ("calibrate.repeats", *_at_least(2)),  # the CV needs two windows
@@ -361,6 +364,7 @@ CALIBRATION_FIELDS: dict[str, tuple[tuple[str, ...], bool]] = {
     "mfu_measured_peak": ((NUMBER, NULL), False),
     "peak_memory_mb": ((NUMBER,), False),
     "noise": ((DICT, NULL), False),
+    "eval_timing": ((DICT,), False),
 }
 NOISE_FIELDS = {"runs": ((INT,), True), "std": ((NUMBER, NULL), False), "mean": ((NUMBER,), False),
                 "val_bpb": ((LIST,), False)}

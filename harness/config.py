@@ -103,6 +103,11 @@ class EvalConf:
     causality_check: bool = True  # run the probe: refuse models that read future tokens or other rows
     probe_batches: int = 8  # batches of scored rows, suffixes replaced, a fresh runner must agree on
     probe_tolerance: Optional[float] = None  # nats; None = from calibration (10 x the baseline's noise, >= a dtype floor)
+    # each runner's bound: bound_factor x the frozen baseline's runner on this device (its
+    # forwards scaled by model size) + bound_slack_seconds; runner_seconds: a flat bound instead
+    bound_factor: float = 3.0
+    bound_slack_seconds: float = 10.0
+    runner_seconds: Optional[float] = None
 
 
 class Isolation(str, Enum):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import backends
 from harness import budget as budget_mod
-from harness import isolation, limits, proc, score, stops, summary, training, workdir
+from harness import evaluation, isolation, limits, proc, stops, summary, training, workdir
 from harness import runner as runner_mod
 from harness.feed import Feed
 from harness.guard import ROOT, Guard
@@ -38,7 +38,6 @@ from trainer import atomic
 # Exit codes of `autoresearch experiment`, one per status.
 EXIT_CODES = {"ok": 0, "crash": 3, "nan": 4, "timeout": 5, "refused": 6, "interrupted": 130}
 SUMMARY_FILE = "summary.json"
-RUNNER_FDS = (3, 4, 5)  # where every runner finds its socket and its two buffers
 
 
 def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: dict | None = None,
@@ -100,7 +99,7 @@ def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: di
             _account(out, t.model, handover / runner_mod.TRAIN_FILE, budget)
         if out["status"] == "ok":
             say("experiment: evaluating (sandboxed model runners; the metric stays in the harness) ...")
-            out.update(_evaluate(cfg, bk, iso, lim, run_dir, handover, say))
+            out.update(_evaluate(cfg, bk, iso, lim, cal, run_dir, handover, out.get("model_flops_per_token"), say))
     except KeyboardInterrupt as e:
         out.update(status="interrupted", reason=stops.reason(e))
     except Exception as e:  # the harness's own failure (e.g. too small a validation split): said, and recorded
@@ -155,32 +154,17 @@ def _account(out: dict, model: Path, source: Path, budget: budget_mod.Budget) ->
                 f"feed stops in time"))
 
 
-def _evaluate(cfg: dict, bk, iso: isolation.Isolation, lim: limits.Limits, run_dir: Path, handover: Path,
-              say) -> dict:
-    batch, T = int(cfg["model"]["device_batch_size"]), int(cfg["data"]["max_seq_len"])
-    spec = score.Spec(cfg["data"], score.chunk_rows(batch, T, int(cfg["data"]["vocab_size"])), batch,
-                      lim.probe_batches, lim.tolerance, lim.tolerance_source, float(cfg["eval"]["timeout_seconds"]))
-
-    def launch(name: str) -> score.Runner:
-        # Both runners alike: the same scratch path (emptied in between; a private tmpfs
-        # where the sandbox has namespaces), environment, arguments and descriptor numbers,
-        # so that nothing tells the model's code which of them it is in.
-        scratch = run_dir / "runner"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
-        r = score.Runner(name, spec.batch_rows, T, spec.vocab)
-        fds = dict(zip(r.fds(), RUNNER_FDS)) if iso.sandboxed and sys.platform.startswith("linux") else None
-        env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), handover / "run_config.json", None,
-                                kernels="reference"),  # the metric runs on the references, always
-               **iso.env(scratch), runner_mod.ENV_RUNNER: r.env_value(handover, fds)}
-        cmd = iso.wrap([sys.executable, "-m", "harness.runner"], iso.runner_policy(scratch, handover), fds)
-        return r.started(proc.Child.start(cmd, cwd=scratch, env=env, log=run_dir / f"eval-{name}.log",
-                                          pass_fds=r.fds()))
-
-    res = score.score(spec, launch, log=say)
-    if res["status"] in ("crash", "timeout"):
-        tails = [(run_dir / f"eval-{n}.log") for n in ("scored", "probe")]
-        res["log_tail"] = "\n".join(line for p in tails if p.exists() for line in p.read_text().splitlines()[-15:])
+def _evaluate(cfg: dict, bk, iso: isolation.Isolation, lim: limits.Limits, cal: dict | None, run_dir: Path,
+              handover: Path, fpt: float | None, say) -> dict:
+    bound = limits.eval_bound(cfg, cal, fpt)
+    if bound is None:
+        say(f"experiment: WARNING: no calibration times this device's evaluation: the runners are limited only by "
+            f"eval.timeout_seconds={float(cfg['eval']['timeout_seconds']):g} (compute in a runner is bounded "
+            f"loosely; set eval.runner_seconds or calibrate)")
+    spec = evaluation.spec(cfg, lim.probe_batches, lim.tolerance, lim.tolerance_source, bound)
+    res = evaluation.run(cfg, bk.NAME, iso, spec, run_dir, handover, say)
+    if bound is None:
+        res["eval_bound_source"] = f"none: only eval.timeout_seconds={float(cfg['eval']['timeout_seconds']):g}"
     return res
 
 

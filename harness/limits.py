@@ -15,6 +15,12 @@
   causality probe accepts. Default: 10 x the frozen baseline's own probe noise on this
   device and dtype (measured by calibration; zero for deterministic kernels), and never
   below the dtype's floor below.
+- eval_bound: the most seconds each model runner may take (harness/score.py's Bound):
+  eval.bound_factor (3) x what the frozen baseline's runner of the same role took on
+  this device (calibration evaluates it as an experiment does), its forwards scaled by
+  the model's FLOPs per token over the baseline's (at least 1), + eval.bound_slack_seconds
+  (10). eval.runner_seconds sets a flat bound instead (no calibration needed); with
+  neither, only eval.timeout_seconds limits the evaluation (the summary says so).
 """
 from __future__ import annotations
 
@@ -26,6 +32,26 @@ from harness.budget import Budget
 # with different neighbours in its batch); a dependence on the future worth measuring is
 # far above these. Low precision gets more room.
 TOLERANCE_FLOOR = {"fp32": 1e-4, "bf16": 2e-3, "fp16": 2e-3}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The most wall seconds one runner may take, from its launch to its last answer, for
+    `tokens` forwarded: the device's frozen baseline took `startup` seconds to load and
+    `per_token` seconds per token (its scored runner's and its probe runner's, each for
+    its own role: a probe's few batches carry its first forward's cost), x `scale` (the
+    model's FLOPs per token over the baseline's, at least 1), x `factor`, + `slack`.
+    Training or adapting at load or at the first forward is compute off the clock: it
+    ends the evaluation `timeout` here, whatever the probe says."""
+    startup: dict  # role -> seconds the baseline's runner took from its launch to LOADED
+    per_token: dict  # role -> seconds per token of the baseline's forwards
+    scale: float
+    factor: float
+    slack: float
+    source: str
+
+    def seconds(self, role: str, tokens: int) -> float:
+        return self.factor * (self.startup[role] + self.per_token[role] * tokens * self.scale) + self.slack
 
 
 @dataclass(frozen=True)
@@ -68,3 +94,24 @@ def resolve(cfg: dict, cal: dict | None, budget: Budget, dtype_name: str) -> Lim
         tol, t_src = floor, f"the {dtype_name} floor (no calibration at hand)"
     probes = int(ev["probe_batches"]) if ev.get("causality_check", True) else 0
     return Limits(allowance, a_src, warmup, grace, tol, t_src, probes)
+
+
+def eval_bound(cfg: dict, cal: dict | None, model_flops_per_token: float | None) -> Bound | None:
+    """Each runner's bound for a model of `model_flops_per_token` (see the module's doc)."""
+    ev = cfg["eval"]
+    factor, slack = float(ev.get("bound_factor", 3.0)), float(ev.get("bound_slack_seconds", 10.0))
+    if ev.get("runner_seconds") is not None:
+        flat = float(ev["runner_seconds"])
+        return Bound({"scored": flat, "probe": flat}, {"scored": 0.0, "probe": 0.0}, 1.0, 1.0, 0.0,
+                     f"eval.runner_seconds={flat:g}")
+    timing = (cal or {}).get("eval_timing")
+    if not timing:
+        return None
+    base = float(cal.get("model_flops_per_token") or 0)
+    scale = max(1.0, float(model_flops_per_token) / base) if base > 0 and model_flops_per_token else 1.0
+    startup = {role: float(t["startup"]) for role, t in timing.items()}
+    per_token = {role: float(t["forward"]) / max(1, int(t["tokens"])) for role, t in timing.items()}
+    return Bound(startup, per_token, scale, factor, slack,
+                 f"{factor:g} x the frozen baseline's runner on {cal['device']}"
+                 f"{f', forwards x {scale:.2f} for the model size' if scale > 1 else ''}, + {slack:g} s "
+                 f"(calibration {cal['id']})")

@@ -32,6 +32,7 @@ from harness import probe as probe_mod
 from harness import proc
 from harness import runner as wire
 from harness.feed import shared_buffer
+from harness.limits import Bound
 from trainer import prepare
 from trainer.feed import recv_exact
 
@@ -63,6 +64,7 @@ class Spec:
     tolerance: float  # nats: the largest allowed change of a compared log-probability
     tolerance_source: str
     timeout: float  # seconds for the whole evaluation
+    bound: Bound | None = None  # each runner's own limit (None: only `timeout`)
     vocab: int = field(init=False)
 
     def __post_init__(self):
@@ -162,21 +164,26 @@ def score(spec: Spec, launch: Callable[[str], Runner], log=lambda msg: None) -> 
     """Score the handed-over model; a dict with status (ok|refused|nan|crash|timeout),
     val_bpb, reason and the probe's figures."""
     t0 = time.monotonic()
-    deadline = t0 + spec.timeout
+    end = t0 + spec.timeout
     scored = prober = None
-    result: dict = {"eval_rows": 0}
+    result: dict = {"eval_rows": 0, "eval_timing": {}}
+    timing = result["eval_timing"]
+    if spec.bound is not None:
+        result["eval_bound_source"] = spec.bound.source
     try:
+        t = time.monotonic()
         scored = launch("scored")
-        rows = prepare.eval_rows(spec.eval_batch, spec.data)  # (N, T + 1), while the runners start
+        rows = prepare.eval_rows(spec.eval_batch, spec.data)  # (N, T + 1), while the runner starts
         N, T = rows.shape[0], rows.shape[1] - 1
         token_bytes = prepare.token_bytes_of(spec.data).astype(np.int64)
         x, y = rows[:, :-1].astype(np.int32), rows[:, 1:]
-        scored.ready(deadline)
-        scored.load(deadline)
+        deadline = _loaded(spec, scored, N * T, t, end, timing)
         lp = np.empty((N, T), dtype=np.float32)
+        t_fwd = time.monotonic()
         for i in range(0, N, spec.batch_rows):
             logits = scored.forward(x[i:i + spec.batch_rows], deadline)
             lp[i:i + spec.batch_rows] = _logprobs(logits, y[i:i + spec.batch_rows])
+        timing["scored"]["forward"] = time.monotonic() - t_fwd
         scored.close()  # dead before the probe runner runs any of the model's code
         tb = token_bytes[y]
         nats = -float((lp.astype(np.float64) * (tb > 0)).sum())
@@ -186,8 +193,11 @@ def score(spec: Spec, launch: Callable[[str], Runner], log=lambda msg: None) -> 
         if spec.probe_batches > 0:
             # started only now, as the scored runner was: nothing in its start (its age when
             # the model loads, its paths, its descriptors) differs from the scored one's
+            probe_tokens = spec.probe_batches * spec.batch_rows * T
+            t = time.monotonic()
             prober = launch("probe")
-            result["probe"] = _probe(spec, prober, x, y, lp, token_bytes, deadline)
+            deadline = _loaded(spec, prober, probe_tokens, t, end, timing)
+            result["probe"] = _probe(spec, prober, x, y, lp, token_bytes, deadline, timing["probe"])
             worst = result["probe"]
             if not worst["max_diff"] <= spec.tolerance:  # nan fails too
                 how = (f"scored row {worst['row']} kept whole" if worst["cut"] >= T else
@@ -203,7 +213,7 @@ def score(spec: Spec, launch: Callable[[str], Runner], log=lambda msg: None) -> 
     except NotFinite as e:
         result.update(status="nan", val_bpb=None, reason=str(e))
     except RunnerTimeout as e:
-        result.update(status="timeout", val_bpb=None, reason=f"evaluation timed out after {spec.timeout:g} s: {e}")
+        result.update(status="timeout", val_bpb=None, reason=_timeout_reason(spec, timing, end, e))
     except RunnerFailed as e:
         result.update(status="crash", val_bpb=None, reason=f"evaluation failed: {e}")
     finally:
@@ -211,17 +221,40 @@ def score(spec: Spec, launch: Callable[[str], Runner], log=lambda msg: None) -> 
             if r is not None:
                 r.close()
         result["eval_seconds"] = time.monotonic() - t0
+        for t in timing.values():
+            t.pop("started", None)
     return result
 
 
+def _loaded(spec: Spec, runner: Runner, tokens: int, t: float, end: float, timing: dict) -> float:
+    """Wait for a runner launched at `t` to load its model; the deadline of its last answer:
+    its bound from its launch, never past the whole evaluation's end."""
+    role = runner.name
+    deadline = min(end, t + spec.bound.seconds(role, tokens)) if spec.bound is not None else end
+    timing[role] = {"tokens": tokens, "bound": round(deadline - t, 3), "started": t}
+    runner.ready(deadline)
+    runner.load(deadline)
+    timing[role]["startup"] = time.monotonic() - t
+    return deadline
+
+
+def _timeout_reason(spec: Spec, timing: dict, end: float, e: Exception) -> str:
+    role = next(reversed(timing), None)  # the runner that was running
+    if role is None or spec.bound is None or timing[role]["started"] + timing[role]["bound"] >= end - 1e-6:
+        return f"evaluation timed out after {spec.timeout:g} s (eval.timeout_seconds): {e}"
+    t = timing[role]
+    return (f"the {role} runner was still computing {t['bound']:.1f} s after its launch, its bound for "
+            f"{t['tokens']:,} tokens ({spec.bound.source}): an evaluation runs the handed-over model "
+            f"as it is; training or adapting it in the runner is compute off the clock, not credited")
+
+
 def _probe(spec: Spec, prober: Runner, x: np.ndarray, y: np.ndarray, lp: np.ndarray,
-           token_bytes: np.ndarray, deadline: float) -> dict:
+           token_bytes: np.ndarray, deadline: float, timing: dict) -> dict:
     seed = secrets.randbits(63)  # drawn after the scored runner is gone; logged afterwards
     rng = np.random.default_rng(seed)
     pool = np.flatnonzero(token_bytes > 0)  # ordinary tokens (no BOS among the random ones)
     batches = probe_mod.make(x, spec.batch_rows, spec.probe_batches, pool, rng)
-    prober.ready(deadline)
-    prober.load(deadline)
+    t_fwd = time.monotonic()
     worst, compared = None, 0
     for b in batches:
         probe_lp = _logprobs(prober.forward(b.ids, deadline), y[b.rows])
@@ -229,6 +262,7 @@ def _probe(spec: Spec, prober: Runner, x: np.ndarray, y: np.ndarray, lp: np.ndar
         compared += w.compared
         if worst is None or not (w.diff <= worst.diff):
             worst = w
+    timing["forward"] = time.monotonic() - t_fwd
     return {"batches": len(batches), "rows": len(batches) * spec.batch_rows, "positions_compared": compared,
             "max_diff": worst.diff, "row": worst.row, "pos": worst.pos, "cut": worst.cut,
             "tolerance": spec.tolerance, "tolerance_source": spec.tolerance_source, "seed": seed}

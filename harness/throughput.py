@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import isolation, limits, proc, training, workdir
+from backends._common import dtype_name
+from harness import evaluation, isolation, limits, proc, training, workdir
 from harness.budget import Budget
 from harness.feed import Feed
 from harness.workload import BASELINE
@@ -39,8 +40,10 @@ class ThroughputError(RuntimeError):
     pass
 
 
-def measure(cfg: dict, bk, seconds: float, windows: int, log=print, on_start=None) -> dict:
-    """Train the frozen baseline for `seconds` as an experiment would; return its rates."""
+def measure(cfg: dict, bk, seconds: float, windows: int, log=print, on_start=None, evaluate: bool = False,
+            on_trained=None) -> dict:
+    """Train the frozen baseline for `seconds` as an experiment would; return its rates
+    (and, with `evaluate`, how long each model runner of its evaluation took)."""
     data = workdir.absolute_data(cfg["data"])
     iso = isolation.choose(cfg, bk, log=log)
     budget = Budget("wall", float(seconds), reason="calibration: the frozen baseline's throughput")
@@ -49,7 +52,7 @@ def measure(cfg: dict, bk, seconds: float, windows: int, log=print, on_start=Non
     with tempfile.TemporaryDirectory(prefix="autoresearch-throughput-") as tmp:
         scratch, handover = Path(tmp) / "train", Path(tmp) / "handover"
         workdir.write(scratch, BASELINE.read_text(), settings)
-        handover.mkdir()
+        workdir.write(handover, BASELINE.read_text(), settings, alias=False)  # what the runners read
         feed = Feed(data, budget, warmup_tokens=limits.warmup_tokens(cfg), allowance=STARTUP_LIMIT,
                     grace=max(2.0, 0.1 * seconds), first_rows=int(cfg["model"]["device_batch_size"]), keep_times=True)
         try:
@@ -72,12 +75,40 @@ def measure(cfg: dict, bk, seconds: float, windows: int, log=print, on_start=Non
             result.update(startup_seconds=out.fields["startup_seconds"], isolation=iso.label,
                           train_run_seconds=time.monotonic() - t0,
                           peak_memory_mb_training=out.fields["peak_memory_mb"])
+            if on_trained is not None:
+                on_trained()
+            if evaluate:
+                result["eval_timing"] = _evaluate(cfg, bk, iso, data, Path(tmp), handover, log)
         finally:
             feed.close()
     log(f"calibrate: frozen baseline, trained as an experiment: {result['tokens_per_s']:,.0f} tokens/s over "
         f"{result['timed_requests']} batches (CV {100 * result['cv']:.1f}% over {windows} windows), start-up "
         f"{result['startup_seconds']:.1f} s")
     return result
+
+
+def _evaluate(cfg: dict, bk, iso, data: dict, tmp: Path, handover: Path, log) -> dict:
+    """Evaluate the baseline as an experiment does, probe included; each runner's start-up
+    and forward seconds (the bound of every later evaluation on this device)."""
+    ecfg = {**cfg, "data": data}
+    floor = limits.TOLERANCE_FLOOR.get(dtype_name(bk.compute_dtype()), 2e-3)
+    probes = max(1, int(cfg["eval"]["probe_batches"]))
+    spec = evaluation.spec(ecfg, probes, float("inf"), "calibration: timed only", None)
+    log("calibrate: evaluating the frozen baseline as an experiment would (its runners' times bound every "
+        "later evaluation) ...")
+    res = evaluation.run(ecfg, bk.NAME, iso, spec, tmp, handover)
+    if res["status"] != "ok":
+        raise ThroughputError(f"the frozen baseline's evaluation failed ({res['status']}: {res.get('reason')}):\n"
+                              + res.get("log_tail", ""))
+    timing = {role: {k: t[k] for k in ("startup", "forward", "tokens")} for role, t in res["eval_timing"].items()}
+    worst = res["probe"]["max_diff"]
+    if not worst <= floor:
+        log(f"calibrate: WARNING: the frozen baseline's own probe moved a log-probability by {worst:.3g} nats "
+            f"(above the {floor:g} floor)")
+    s, p = timing["scored"], timing["probe"]
+    log(f"calibrate: frozen baseline's evaluation: scored runner {s['startup']:.1f} s start-up + {s['forward']:.1f} s "
+        f"for {s['tokens']:,} tokens; probe runner {p['startup']:.1f} s + {p['forward']:.1f} s")
+    return timing
 
 
 def rates(times: list[tuple[float, int]], windows: int) -> dict:

@@ -40,6 +40,10 @@ def test_calibrate_measures_then_serves_from_cache(cache_dir, tmp_path):
     assert cal["tokens_per_s"] > 0 and len(cal["tokens_per_s_windows"]) == 2 and cal["quality"] == "ok"
     assert cal["startup_seconds"] > 0 and cal["isolation"] != "none"  # measured in the experiment's sandbox
     assert cal["fingerprint"]["threads"] == 1 and cal["preset"] == "tiny"
+    # the baseline was evaluated as an experiment is: its runners' times bound later evaluations
+    assert set(cal["eval_timing"]) == {"scored", "probe"} and "scored runner" in res.stdout
+    for t in cal["eval_timing"].values():
+        assert t["startup"] > 0 and t["forward"] > 0 and t["tokens"] > 0
     assert json.loads(out.read_text())["id"] == cal["id"]  # calibrate.out holds a copy
     t0 = time.time()
     again = calibrate("backend.threads=1", STEADY)
@@ -107,6 +111,7 @@ def test_tokens_mode_gives_identical_steps_on_both_devices(cache_dir, tmp_path):
         s = json.loads((run_dir / "summary.json").read_text())
         assert s["budget_mode"] == "tokens" and s["budget_tokens"] > 0
         assert "budget: tokens:" in res.stdout
+        assert "frozen baseline's runner" in s["eval_bound_source"] and s["eval_timing"]["scored"]["bound"] > 10
         steps[threads] = s["num_steps"]
     expected = s["budget_tokens"] // 2048  # a batch that would overrun the budget is not served
     assert steps[1] == steps[2] == expected

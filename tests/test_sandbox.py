@@ -64,6 +64,41 @@ r["read_listed"] = can(lambda: read(P["listed"] + "/f.txt"))
 
 
 @linux_only
+def test_metadata_of_nothing_outside_the_scratch_can_change(tree):
+    """Mode, times and xattrs outlive a process: on a read path, on a device node (the
+    host's inode), on the root; only the scratch's own may change. Devices stay usable."""
+    ro_file = tree["ro"] + "/m.txt"
+    open(ro_file, "w").write("x")
+    os.utime(ro_file, (1_000_000, 1_000_000))
+    r = confined("""
+def tries(path):
+    out = {}
+    for what, fn in (("chmod", lambda: os.chmod(path, 0o741)), ("utime", lambda: os.utime(path, (7, 7))),
+                     ("setxattr", lambda: os.setxattr(path, "user.t", b"1")),
+                     ("link", lambda: os.link(path, P["scratch"] + "/hard-%d" % len(out)))):
+        out[what] = can(fn)
+    return out
+for name, path in (("ro", P["ro"] + "/m.txt"), ("dev_null", "/dev/null"), ("root", "/"),
+                   ("python", sys.executable), ("scratch", P["scratch"] + "/own")):
+    if name == "scratch":
+        create(path)
+    r[name] = tries(path)
+open("/dev/null", "w").write("still a device")
+r["urandom"] = len(open("/dev/urandom", "rb").read(8))
+read(P["ro"] + "/m.txt")
+r["atime"] = os.stat(P["ro"] + "/m.txt").st_atime
+""", tree["policy"], tree["scratch"], **{k: v for k, v in tree.items() if k != "policy"})
+    none = {"chmod": False, "utime": False, "setxattr": False, "link": False}
+    assert {k: r[k] for k in ("ro", "dev_null", "root", "python")} == dict.fromkeys(("ro", "dev_null", "root", "python"),
+                                                                                   none)
+    assert r["scratch"] == {"chmod": True, "utime": True, "setxattr": True, "link": True}
+    assert r["urandom"] == 8
+    if SUP.namespaces:  # a read-only mount: reads update no access time (without, seccomp denies the rest)
+        assert os.stat(ro_file).st_atime == 1_000_000 and r["atime"] == 1_000_000
+    assert oct(os.stat("/dev/null").st_mode & 0o777) == "0o666"
+
+
+@linux_only
 def test_grandchild_inherits_the_sandbox(tree):
     r = confined("""
 code = "import sys; open(sys.argv[1]).read()"

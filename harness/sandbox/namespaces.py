@@ -20,7 +20,8 @@ the process but what it wrote in its scratch directory. In order:
   `write` paths bound read-write (nosuid, nodev), `private` paths as fresh empty tmpfs
   (the scratch of a model runner: it dies with the namespace and never touches a disk),
   `list_dirs` as empty directories (only the granted entries beneath them exist),
-  `devices` bound into a tmpfs /dev, a fresh /proc of the new PID namespace;
+  `devices` bound read-only into a tmpfs /dev (usable as devices; their modes, times and
+  xattrs, the host's, cannot change), a fresh /proc of the new PID namespace;
 - pivot_root into it; the host's root is detached.
 Every step that fails raises NamespaceError: the caller must not run the command.
 """
@@ -153,8 +154,10 @@ def _build(policy: dict) -> None:
             _setattr(dst, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
         elif kind == "rw":
             _setattr(dst, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
-        else:  # a device node (or a directory of them): usable, but nothing on it can be changed
-            _setattr(dst, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)
+        else:  # a device node (or a directory of them): opened, read and written as a device (a
+            # read-only mount does not stop that), but its mode, times and xattrs, which live in
+            # the host's /dev and outlive the process, cannot be changed
+            _setattr(dst, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)
     _mountpoint(root + "/proc", True)
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # /dev holds the granted nodes and nothing else, and nothing can be added to it
