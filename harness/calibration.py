@@ -59,9 +59,17 @@ def default_path(cfg: dict, bk, cid: str) -> Path:
     return calibration_store.directory(cfg) / f"{bk.NAME}-{cfg['model']['name']}-{cid}.json"
 
 
-def validity(cal: dict | None, ccfg: dict, path: Path | None = None) -> str:
+FORCED, LIMITS_ONLY = "accepted with calibrate.force", "for limits only"
+
+
+def validity(cal: dict | None, ccfg: dict, path: Path | None = None, limits_only: bool = False) -> str:
     """'' when usable, else why it must be redone (a file with fields of the wrong types
-    too: measuring again beats a TypeError later)."""
+    too: measuring again beats a TypeError later). A measurement accepted with
+    calibrate.force stays usable until it ages out or the device or software changes (its
+    id then differs); one kept `for limits only` (it failed the bar where no budget
+    depends on it) serves only `limits_only` uses: budgets counted in tokens, FLOPs or
+    wall seconds, which take only the start-up allowance, the probe's tolerance and the
+    evaluation's bound from it."""
     if cal is None:
         return "no calibration for this device and preset yet"
     problem = calibration_problem(cal)
@@ -72,21 +80,27 @@ def validity(cal: dict | None, ccfg: dict, path: Path | None = None) -> str:
         return f"the cached calibration is {age_h:.0f} h old (calibrate.max_age_hours={ccfg['max_age_hours']:g})"
     if cal.get("format") != FORMAT:
         return "the cached calibration is of an older format"
+    quality = str(cal.get("quality", "ok"))
+    if quality.startswith(FORCED) or (limits_only and quality.startswith(LIMITS_ONLY)):
+        return ""
     problems = quality_problems(cal, ccfg)
     if problems:
         return f"the cached calibration failed the quality bar ({problems})"
     return ""
 
 
-def calibrate(cfg: dict, log=print) -> dict:
-    """This device's calibration for cfg's preset: cached when valid, else measured."""
+def calibrate(cfg: dict, log=print, limits_only: bool = False) -> dict:
+    """This device's calibration for cfg's preset: cached when valid, else measured.
+    `limits_only`: no budget depends on its throughput (tokens, flops, wall), so a
+    measurement that fails the quality bar (a busy machine) is kept and used, marked
+    `for limits only`, instead of stopping."""
     bk = backends.activate(cfg["backend"]["name"], cfg["backend"].get("threads"), cfg["backend"].get("device"))
     ccfg = cfg["calibrate"]
     ident = identity(cfg, bk)
     cid = calibration_id(ident)
     path = default_path(cfg, bk, cid)
     cached = calibration_store.load(path)
-    why = validity(cached, ccfg, path)
+    why = validity(cached, ccfg, path, limits_only)
     if not why and not ccfg["force"]:
         log(f"calibrate: cached ({_age(cached)} old, CV {100 * cached['cv']:.1f}%): {path}")
         return _copy_out(cached, ccfg)
@@ -95,36 +109,64 @@ def calibrate(cfg: dict, log=print) -> dict:
     lock = path.parent / f".{'cpu' if bk.NAME == 'cpu' else path.stem}.lock"
     with locks.held(lock, waiting=lambda: log("calibrate: waiting for another process measuring this device ...")):
         cached = calibration_store.load(path)  # the process we waited for may have measured it
-        if not validity(cached, ccfg, path) and not ccfg["force"]:
+        if not validity(cached, ccfg, path, limits_only) and not ccfg["force"]:
             log(f"calibrate: cached ({_age(cached)} old, CV {100 * cached['cv']:.1f}%): {path}")
             return _copy_out(cached, ccfg)
-        return _measured(cfg, bk, ident, cid, path, why, log)
+        return _measured(cfg, bk, ident, cid, path, why, log, limits_only)
 
 
-def _measured(cfg: dict, bk, ident: dict, cid: str, path: Path, why: str, log) -> dict:
-    """A new measurement that meets the bar (or is forced), kept in the cache."""
+def _measured(cfg: dict, bk, ident: dict, cid: str, path: Path, why: str, log, limits_only: bool = False) -> dict:
+    """A new measurement that meets the bar (or is forced, or is for limits only), kept in
+    the cache. A measurement that fails the bar, or whose baseline run timed too few
+    batches for its windows (a slow or busy machine), is redone with windows twice as
+    long, at most calibrate.attempts times in all."""
     ccfg = cfg["calibrate"]
     log(f"calibrate: {why if why else 'forced'}; measuring {bk.NAME} ({bk.device_name()}), "
         f"model={cfg['model']['name']} ...")
     attempts = max(1, int(ccfg.get("attempts", 3)))
+    cal, problems = None, ""
     for attempt in range(1, attempts + 1):
+        stretch = 2.0 ** (attempt - 1)
+        try:
+            measured = _measure(cfg, bk, log, stretch)
+        except TooFewBatches as e:
+            problems = str(e)
+            log(f"calibrate: WARNING: attempt {attempt} of {attempts}: {problems}"
+                + ("; measuring again with windows twice as long" if attempt < attempts else ""))
+            continue
         cal = {"id": cid, "created": time.time(),
                "created_iso": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "backend": bk.NAME, "device": bk.device_name(), "preset": cfg["model"]["name"], **ident}
-        cal.update(_measure(cfg, bk, log))
+               "backend": bk.NAME, "device": bk.device_name(), "preset": cfg["model"]["name"], **ident, **measured}
         problems = quality_problems(cal, ccfg)
         if not problems:
             break
         log(f"calibrate: WARNING: attempt {attempt} of {attempts} failed the quality bar: {problems}"
-            + ("; measuring again" if attempt < attempts else ""))
-    cal.update(attempts=attempt, quality="ok" if not problems else f"accepted with calibrate.force: {problems}")
-    if problems and not ccfg["force"]:
+            + ("; measuring again with windows twice as long" if attempt < attempts else ""))
+    if cal is None:
+        raise CalibrationError(
+            f"this device's calibration could not time enough batches in {attempts} attempt{'s' if attempts > 1 else ''}, "
+            f"its windows doubled each time ({problems}): the machine is too slow or too busy for the preset. Pick a "
+            f"smaller preset, raise calibrate.window_seconds or calibrate.attempts, or skip calibration: "
+            f"budget.mode=wall with budget.allowance_seconds and eval.probe_tolerance set needs none")
+    if not problems:
+        quality = "ok"
+    elif ccfg["force"]:
+        quality = f"{FORCED}: {problems}"
+    elif limits_only:
+        quality = f"{LIMITS_ONLY} (failed the quality bar: {problems})"
+        log(f"calibrate: WARNING: kept {LIMITS_ONLY}: this budget does not depend on the device's throughput, so "
+            f"the start-up allowance, the probe's tolerance and the evaluation's bound come from this measurement "
+            f"as it is (a normalized budget would measure again)")
+    else:
         raise CalibrationError(
             f"this device's calibration failed its quality bar in {attempts} measurement{'s' if attempts > 1 else ''} "
             f"({problems}): budgets set from it "
             f"would not mean the same work. Re-run on a quiet machine (stop other heavy processes), accept it "
-            f"anyway with calibrate.force=true, or skip calibration: budget.mode=wall with "
+            f"anyway with calibrate.force=true (kept and reused until the device or its software changes), use a "
+            f"budget that needs no throughput (budget.mode=tokens, flops or wall: a busy machine's measurement "
+            f"serves their limits), or skip calibration: budget.mode=wall with "
             f"budget.allowance_seconds and eval.probe_tolerance set needs none")
+    cal.update(attempts=attempt, quality=quality)
     cal["path"] = str(path)
     return keep(cal, ccfg)
 
@@ -149,7 +191,25 @@ def quality_problems(cal: dict, ccfg: dict) -> str:
     return "; ".join(problems)
 
 
-def _measure(cfg: dict, bk, log) -> dict:
+class TooFewBatches(CalibrationError):
+    """The baseline's run timed too few batches for the windows asked for."""
+
+
+MIN_REQUESTS_PER_WINDOW = 3
+
+
+def sized_seconds(cfg: dict, windows: int, seconds: float, step_tokens: float, tokens_per_s: float) -> float:
+    """The baseline's training seconds: `seconds`, or longer where a step is slow, so that
+    every window holds MIN_REQUESTS_PER_WINDOW batch requests with room to spare (1.5x)."""
+    from harness.limits import requests_per_step
+
+    if tokens_per_s <= 0:
+        return seconds
+    per_request = step_tokens / tokens_per_s / requests_per_step(cfg)
+    return max(seconds, 1.5 * (windows * MIN_REQUESTS_PER_WINDOW + 2) * per_request)
+
+
+def _measure(cfg: dict, bk, log, stretch: float = 1.0) -> dict:
     """The workload's figures (matmul, bandwidth, probe noise, FLOPs rule), then the
     throughput and start-up of the frozen baseline trained as an experiment trains it."""
     workdir.ensure_prepared(cfg["data"], log, who="calibrate")
@@ -179,12 +239,19 @@ def _measure(cfg: dict, bk, log) -> dict:
     for key in ("tokens_per_s_windows", "cv"):
         result.pop(key, None)
     windows = max(2, int(ccfg["repeats"]))
-    seconds = windows * float(ccfg["window_seconds"] or window_seconds(cfg, windows))
+    asked = stretch * windows * float(ccfg["window_seconds"] or window_seconds(cfg, windows))
+    seconds = sized_seconds(cfg, windows, asked, float(result.get("step_tokens") or 0),
+                            float(result["workload_tokens_per_s"]))
+    if seconds > asked:
+        log(f"calibrate: a step takes ~{float(result['step_tokens']) / result['workload_tokens_per_s']:.1f} s here: the "
+            f"baseline trains {seconds:.0f} s ({windows} windows of at least {MIN_REQUESTS_PER_WINDOW} batches)")
     monitor = LoadMonitor(bk.NAME)
     try:
         # the evaluation's runners are not the monitored process: the window ends with the training
         result.update(throughput.measure(cfg, bk, seconds, windows, log=log, on_start=monitor.start,
                                          evaluate=True, on_trained=lambda: load_notes.append(monitor.stop())))
+    except throughput.TooFewBatches as e:
+        raise TooFewBatches(str(e)) from None
     except throughput.ThroughputError as e:
         raise CalibrationError(str(e)) from None
     finally:

@@ -264,6 +264,9 @@ class Campaign:
             print(f"campaign: this device's calibration now gives {now.seconds:.1f} s; the campaign keeps the "
                   f"budget it started with, {saved.seconds:.1f} s", flush=True)
         self.budget = dataclasses.replace(saved, reason=saved.reason.split(" [")[0] + " [fixed when the campaign started]")
+        left = max(0, int(self.cfg["campaign"]["max_experiments"]) - self.experiments_done()) \
+            + (1 if self.ledger.next_seq() == 0 else 0)  # the baseline's run first
+        print(f"campaign: {budgeting.cost_line(self.budget, self.calibration, left)}", flush=True)
 
     def run(self, display: Display) -> tuple[str, int]:
         """Cycle until a limit or the agent stops; returns why it stopped and the exit code

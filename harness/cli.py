@@ -115,6 +115,7 @@ def _experiment(cfg) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     fanout.note(run=run_dir.resolve())
     budget, cal = budgeting.decide(cfg)
+    print(f"experiment: {budgeting.cost_line(budget, cal)}", flush=True)
     out = experiment.run(cfg, run_dir, budget, own_calibration=cal)
     code = experiment.report(out)
     raise Exit(code, f"{out['status']}: {out.get('reason')}" if code else f"val_bpb {out.get('val_bpb')}")

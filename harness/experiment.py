@@ -81,7 +81,7 @@ def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: di
         f"{lim.allowance:.1f} s, isolation {iso.label}")
     feed = Feed(cfg["data"], budget, warmup_tokens=lim.warmup_tokens, allowance=lim.allowance, grace=lim.grace,
                 baseline_flops_per_token=(cal or {}).get("model_flops_per_token"),
-                first_rows=int(cfg["model"]["device_batch_size"]))
+                first_rows=int(cfg["model"]["device_batch_size"]), requests_per_step=limits.requests_per_step(cfg))
     try:
         overlay = [workdir.kernels_overlay(scratch, kernels_dir)] if kernels_dir is not None else []
         env = {**proc.child_env(bk.NAME, cfg["backend"].get("threads"), scratch / "run_config.json",

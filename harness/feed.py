@@ -22,8 +22,15 @@ the run is credited with, whatever train.py prints:
   is still warm-up) or when the start-up allowance measured on the frozen baseline runs
   out, whichever comes first; it stops when the model is handed over (the save is part
   of training);
-- the deadline: clock start + budget + grace (tokens/flops: 1.5 x their estimate in
-  seconds); a run still training then is cut off, never credited;
+- the deadline: clock start + budget (tokens/flops: 1.5 x their estimate in seconds) +
+  the room its last step needs: 1.5 x its slowest step before the budget ran out (a
+  step: `requests_per_step` consecutive requests, the preset's micro-batches per
+  optimizer step) + `grace` for the handover (the save), at least `grace`, at most the
+  budget again. A run that finishes its last step and hands over inside that room is
+  credited with the seconds it used (`overshoot_seconds` says how many past the budget);
+  one still training at the deadline is cut off, never credited. A run that keeps
+  training on its own after the budget went by is stopped by the same rule: its room is
+  its own steps', frozen when the budget ran out;
 - tokens and flops budgets: a request that would take the run past the budget is not
   served (the client's loader ends), so the count never exceeds it.
 """
@@ -33,7 +40,6 @@ import mmap
 import os
 import secrets
 import socket
-import statistics
 import tempfile
 import threading
 import time
@@ -121,7 +127,7 @@ class _Rows:
 class Feed:
     def __init__(self, data: dict, budget: Budget, *, warmup_tokens: int, allowance: float, grace: float,
                  baseline_flops_per_token: float | None = None, first_rows: int | None = None,
-                 keep_times: bool = False):
+                 keep_times: bool = False, requests_per_step: int = 1):
         self.data, self.budget = data, budget
         self.warmup_tokens, self.allowance, self.grace = warmup_tokens, allowance, grace
         self.baseline_fpt = baseline_flops_per_token
@@ -144,7 +150,9 @@ class Feed:
         self.tokens = self.batches = self.timed_tokens = self.warmup_served = 0
         self.declared_fpt = 0.0
         self.error: str | None = None  # a harness-side failure (unreadable data), not the agent's
-        self._asked: deque = deque(maxlen=51)  # the last request times, for the step-time estimate
+        self.requests_per_step = max(1, int(requests_per_step))
+        self._window: deque = deque(maxlen=self.requests_per_step + 1)  # the last timed request times
+        self.slowest_step = 0.0  # the longest run of requests_per_step timed requests, before the budget end
         self.keep_times = keep_times
         self.request_times: list[tuple[float, int]] = []  # (time, tokens) of every timed request, if kept
         self.handed_over = threading.Event()
@@ -181,21 +189,38 @@ class Feed:
         end = self.t_handover if self.t_handover is not None else (now or time.monotonic())
         return max(0.0, end - start)
 
-    def seconds_limit(self) -> float:
-        """Training seconds after which the run is cut off."""
+    def budget_seconds(self) -> float:
+        """Training seconds the budget stands for (tokens/flops: 1.5 x their estimate)."""
         b = self.budget
-        est = b.seconds * (1.5 if b.mode in ("tokens", "flops") else 1.0)
-        return est + max(self.grace, min(2 * self.step_seconds(), 0.05 * b.seconds))
+        return b.seconds * (1.5 if b.mode in ("tokens", "flops") else 1.0)
+
+    def room(self, now: float | None = None) -> float:
+        """Seconds past the budget that the run's last step and its handover may take."""
+        step = self.slowest_step
+        if step <= 0.0:  # no whole step before the budget ran out: the one in progress took all of it
+            step = self.budget_seconds() if self.clock_start(now) is not None else 0.0
+        return max(self.grace, min(1.5 * step + self.grace, self.budget.seconds))
+
+    def seconds_limit(self, now: float | None = None) -> float:
+        """Training seconds after which the run is cut off."""
+        return self.budget_seconds() + self.room(now)
 
     def deadline(self) -> float:
         start = self.clock_start() or (self.t_spawn or time.monotonic()) + self.allowance
         return start + self.seconds_limit()
 
-    def step_seconds(self) -> float:
-        """Median time between batch requests: the harness's view of one training step."""
-        times = list(self._asked)
-        gaps = [b - a for a, b in zip(times, times[1:])]
-        return statistics.median(gaps) if gaps else 0.0
+    def overshoot(self) -> float:
+        """Training seconds past the budget (wall and normalized budgets; 0 otherwise)."""
+        if self.budget.mode not in ("wall", "normalized"):
+            return 0.0
+        return max(0.0, self.training_seconds() - self.budget.seconds)
+
+    def _timed_request(self, now: float) -> None:
+        start = self.clock_start(now)
+        self._window.append(now)
+        # steps that ended after the budget ran out do not count: the room is frozen then
+        if start is not None and now - start <= self.budget_seconds() and len(self._window) == self._window.maxlen:
+            self.slowest_step = max(self.slowest_step, now - self._window[0])
 
     def flops_per_token(self) -> float:
         return self.declared_fpt or self.baseline_fpt or 0.0
@@ -284,11 +309,11 @@ class Feed:
         self.batches += 1
         if timed:
             self.timed_tokens += tokens
+            self._timed_request(now)
             if self.keep_times:
                 self.request_times.append((now, tokens))
         else:
             self.warmup_served += tokens
-        self._asked.append(now)
         self._reply(wire.OK, rows, seq_len, epoch)
 
     def _warmup_rows(self, rows: int, seq_len: int) -> np.ndarray:

@@ -8,9 +8,8 @@
 - warmup_tokens: the most tokens served before the clock starts, as random rows (the
   feed; default: two optimizer steps of the preset's batch, as the baseline's untimed
   warm-up).
-- grace: seconds past the budget before a still-training run is cut off (default:
-  2% of the budget, at least 1 s; the feed also allows two of the run's own steps, at
-  most 5% of the budget).
+- grace: seconds for the handover past the run's last step (default: 2% of the budget,
+  at least 1 s); the feed's deadline adds 1.5 x the run's slowest step (harness/feed.py).
 - tolerance: the largest change, in nats, of a scored log-probability that the
   causality probe accepts. Default: 10 x the frozen baseline's own probe noise on this
   device and dtype (measured by calibration; zero for deterministic kernels), and never
@@ -63,6 +62,13 @@ class Limits:
     tolerance: float
     tolerance_source: str
     probe_batches: int
+
+
+def requests_per_step(cfg: dict) -> int:
+    """Batch requests per optimizer step of the preset (its micro-batches), at least 1."""
+    m = cfg["model"]
+    per_request = int(m["device_batch_size"]) * int(cfg["data"]["max_seq_len"])
+    return max(1, int(m["total_batch_size"]) // max(1, per_request))
 
 
 def warmup_tokens(cfg: dict) -> int:

@@ -14,12 +14,13 @@ KEYS = (
     "val_bpb", "training_seconds", "total_seconds", "peak_memory_mb", "mfu_percent",
     "total_tokens_M", "num_steps", "num_params_M", "backend", "device",
 )
-HARNESS_KEYS = ("status", "isolation", "budget_mode", "budget_seconds", "calibration_id", "calibration_quality",
-                "startup_seconds", "eval_seconds", "run_dir")
+HARNESS_KEYS = ("status", "isolation", "budget_mode", "budget_seconds", "overshoot_seconds", "calibration_id",
+                "calibration_quality", "startup_seconds", "eval_seconds", "run_dir")
 QUIET_KEYS = ("reason", "log_tail", "train_process_seconds", "budget_reason", "total_tokens", "timed_tokens",
               "warmup_tokens_served", "model_flops_per_token", "allowance_seconds", "warmup_tokens", "eval_rows",
               "eval_tokens", "model_file_mb", "budget_tokens", "budget_flops", "calibration_cv",
-              "calibration_tokens_per_s", "telemetry", "model_weights", "tampered")  # JSON only
+              "calibration_tokens_per_s", "telemetry", "model_weights", "tampered", "slowest_step_seconds",
+              "eval_timing", "eval_bound_source")  # JSON only
 
 
 def parse(text: str) -> dict:

@@ -40,6 +40,10 @@ class ThroughputError(RuntimeError):
     pass
 
 
+class TooFewBatches(ThroughputError):
+    pass
+
+
 def measure(cfg: dict, bk, seconds: float, windows: int, log=print, on_start=None, evaluate: bool = False,
             on_trained=None) -> dict:
     """Train the frozen baseline for `seconds` as an experiment would; return its rates
@@ -54,7 +58,8 @@ def measure(cfg: dict, bk, seconds: float, windows: int, log=print, on_start=Non
         workdir.write(scratch, BASELINE.read_text(), settings)
         workdir.write(handover, BASELINE.read_text(), settings, alias=False)  # what the runners read
         feed = Feed(data, budget, warmup_tokens=limits.warmup_tokens(cfg), allowance=STARTUP_LIMIT,
-                    grace=max(2.0, 0.1 * seconds), first_rows=int(cfg["model"]["device_batch_size"]), keep_times=True)
+                    grace=max(2.0, 0.1 * seconds), first_rows=int(cfg["model"]["device_batch_size"]), keep_times=True,
+                    requests_per_step=limits.requests_per_step(cfg))
         try:
             # the project's kernels as shipped, whatever kernels.mode an experiment asks for: a
             # device's throughput must not depend on a user's setting
@@ -116,8 +121,8 @@ def rates(times: list[tuple[float, int]], windows: int) -> dict:
     request's tokens are trained before the next request, so the rate between the first
     and last request is the tokens of all requests but the last over that span."""
     if len(times) < max(windows, 1) + 1:
-        raise ThroughputError(f"only {len(times)} batches were timed: too few for {windows} windows; "
-                              f"lengthen the measurement (calibrate.window_seconds)")
+        raise TooFewBatches(f"only {len(times)} batches were timed: too few for {windows} windows "
+                            f"(longer windows: calibrate.window_seconds)")
     span = times[-1][0] - times[0][0]
     overall = sum(n for _, n in times[:-1]) / span
     per = []

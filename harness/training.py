@@ -74,6 +74,7 @@ def run(cmd: list[str], *, scratch: Path, handover: Path, env: dict, feed: Feed,
         "peak_memory_mb": tel.peak_memory_mb(), "total_tokens_M": feed.tokens / 1e6, "total_tokens": feed.tokens,
         "timed_tokens": feed.timed_tokens, "warmup_tokens_served": feed.warmup_served,
         "num_steps": feed.batches, "train_process_seconds": child.seconds,
+        "overshoot_seconds": feed.overshoot(), "slowest_step_seconds": feed.slowest_step,
         "telemetry": tel.summary(_timed_window(feed), feed.timed_tokens),
     }
     if out.status == "interrupted":
@@ -86,7 +87,9 @@ def run(cmd: list[str], *, scratch: Path, handover: Path, env: dict, feed: Feed,
         out.status = "timeout"
         if feed.t_warm is not None:
             out.reason = (f"train.py was still training {feed.seconds_limit():.1f} s after its clock started "
-                          f"(budget + grace): cut off, not credited")
+                          f"(budget {feed.budget_seconds():.1f} s + room for its last step and the handover "
+                          f"{feed.room():.1f} s: 1.5 x its slowest step before the budget ran out, "
+                          f"{feed.slowest_step:.1f} s, + grace {feed.grace:.1f} s): cut off, not credited")
         else:
             out.reason = (f"train.py had not finished its warm-up ({feed.warmup_served:,} of {feed.warmup_tokens:,} "
                           f"tokens served) when its start-up allowance of {feed.allowance:.1f} s and then its budget ran "

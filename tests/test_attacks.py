@@ -20,6 +20,10 @@ pytestmark = pytest.mark.slow
 # they run without warm-up (every batch is the split's, in the same order); the warm-up
 # attacks are in tests/test_attacks_clock.py.
 NO_WARMUP = "budget.warmup_tokens=0"
+# The honest value, to the last bits that CPU kernels can round differently from run to run
+# (1.2e-8 seen once on a busy 2-core runner, in an experiment that leaves the model alone);
+# every attack that moves the model moves val_bpb by orders of magnitude more.
+SAME = 1e-6
 
 
 def experiment(run_dir, train_file, *extra, **kw):
@@ -59,7 +63,7 @@ def test_class1_code_in_the_metrics_process_scores_the_honest_value(honest, tmp_
     t = fakes.write(tmp_path / "t.py", extra_defs=attacks.SAME_PROCESS_DEFS, forward_extra=attacks.SAME_PROCESS_FORWARD)
     res, s = experiment(tmp_path / "run", t)
     assert s["status"] == "ok", s
-    assert s["val_bpb"] == pytest.approx(honest, abs=1e-9)
+    assert s["val_bpb"] == pytest.approx(honest, abs=SAME)
 
 
 # --------------------------------------------------------------------------- class 2
@@ -89,7 +93,7 @@ def test_class3_the_validation_split_is_out_of_reach(honest, tmp_path):
     res, s = experiment(tmp_path / "run", t)
     got = attempts(tmp_path / "run")
     assert len(got) == 7 and set(got.values()) == {"DENIED"}, got
-    assert s["status"] == "ok" and s["val_bpb"] == pytest.approx(honest, abs=1e-9)
+    assert s["status"] == "ok" and s["val_bpb"] == pytest.approx(honest, abs=SAME)
     from trainer import prepare
 
     for p in [leak_tmp, prepare.data_dir() / "leak.txt", prepare.tokenizer_dir() / "leak.txt",
@@ -158,7 +162,7 @@ def test_class5_no_file_outside_its_scratch_is_writable(honest, tmp_path):
     res, s = experiment(tmp_path / "run", t)
     got = attempts(tmp_path / "run")
     assert len(got) == 12 and set(got.values()) == {"DENIED"}, got
-    assert s["status"] == "ok" and s["val_bpb"] == pytest.approx(honest, abs=1e-9)
+    assert s["status"] == "ok" and s["val_bpb"] == pytest.approx(honest, abs=SAME)
     assert _hashes(watched) == before and not os.path.exists("/tmp/autoresearch-planted.py")
 
 
@@ -178,7 +182,7 @@ def test_class5_every_process_dies_at_the_handover_and_none_reaches_out(honest, 
                    "SysV shared memory": "DENIED"}, got
     assert "DAEMON " in log  # it was started
     assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if mark.encode() in _read(p)]
-    assert s["status"] == "ok" and s["val_bpb"] == pytest.approx(honest, abs=1e-9)
+    assert s["status"] == "ok" and s["val_bpb"] == pytest.approx(honest, abs=SAME)
 
 
 def test_class5_without_a_sandbox_the_hash_guard_still_refuses_an_edit(cache_dir, tmp_path):
@@ -203,7 +207,7 @@ def test_class5_a_handover_that_is_not_a_plain_file_is_not_followed(cache_dir, t
 def test_class6_printed_summary_lines_stay_train_pys_own(honest, tmp_path):
     res, s = experiment(tmp_path / "run", fakes.write(tmp_path / "t.py", before_eval=attacks.FAKE_BLOCK),
                         "quiet=false")  # the live echo too
-    assert s["status"] == "ok" and s["val_bpb"] == pytest.approx(honest, abs=1e-9)
+    assert s["status"] == "ok" and s["val_bpb"] == pytest.approx(honest, abs=SAME)
     assert s["budget_mode"] == "wall" and s["num_steps"] == 5 and s["run_dir"] == str(tmp_path / "run")
     assert s["isolation"] != "none" and s["training_seconds"] < 5.0
     assert s["train"]["val_bpb"] == 0.01 and s["train"]["num_steps"] == 99999  # kept as its claims

@@ -220,7 +220,7 @@ def test_calibrate_measures_again_over_a_cached_file_of_wrong_types(tmp_path, mo
     """calibrate() with the measurement stubbed: the broken cache file is replaced."""
     import backends
 
-    monkeypatch.setattr(calibration, "_measure", lambda cfg, bk, log: {"tokens_per_s": 1000.0, "cv": 0.01})
+    monkeypatch.setattr(calibration, "_measure", lambda cfg, bk, log, stretch=1.0: {"tokens_per_s": 1000.0, "cv": 0.01})
     cfg = compose_dict("calibrate", ["backend=cpu", "model=tiny", f"data.cache_dir={tmp_path}"])
     bk = backends.activate("cpu", None)
     path = calibration.default_path(cfg, bk, calibration.calibration_id(calibration.identity(cfg, bk)))

@@ -202,7 +202,7 @@ def test_a_calibration_another_job_is_measuring_is_waited_for_then_read(monkeypa
     measured, said, done = threading.Event(), [], []
     cached = {"created": time.time(), "cv": 0.01}
     monkeypatch.setattr(calibration_store, "load", lambda path: cached if measured.is_set() else None)
-    monkeypatch.setattr(calibration, "validity", lambda cal, ccfg, path=None: "" if cal else "none yet")
+    monkeypatch.setattr(calibration, "validity", lambda cal, ccfg, path=None, limits_only=False: "" if cal else "none yet")
     monkeypatch.setattr(calibration, "_measured", lambda *a: done.append("measured twice"))
     with locks.held(calibration_store.directory(cfg) / ".cpu.lock"):  # another job is measuring the CPU
         waiter = threading.Thread(target=lambda: done.append(calibration.calibrate(cfg, log=said.append)))

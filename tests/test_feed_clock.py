@@ -46,8 +46,9 @@ def ordinary(data):
 class Harness:
     """A started Feed and a client on its far end, as train.py would hold it."""
 
-    def __init__(self, data, *, warmup, allowance=60.0, budget=None):
-        self.feed = Feed(data, budget or Budget("wall", 30.0), warmup_tokens=warmup, allowance=allowance, grace=1.0)
+    def __init__(self, data, *, warmup, allowance=60.0, budget=None, grace=1.0, requests_per_step=1):
+        self.feed = Feed(data, budget or Budget("wall", 30.0), warmup_tokens=warmup, allowance=allowance, grace=grace,
+                         requests_per_step=requests_per_step)
         sock_fd, shm_fd = self.feed.child_fds()
         # the child's ends, duplicated: start() closes the feed's copy as it does after a spawn
         self.client = wire.Client(os.dup(sock_fd), os.dup(shm_fd), self.feed.shm_bytes)

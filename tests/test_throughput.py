@@ -1,7 +1,7 @@
 """Calibration's throughput figure from the feed's request times (harness/throughput.py)."""
 import pytest
 
-from harness.throughput import ThroughputError, rates
+from harness.throughput import TooFewBatches, rates
 
 
 def test_rate_between_requests_is_exact_whatever_the_window_edges():
@@ -22,5 +22,5 @@ def test_spread_over_windows_and_the_last_request_is_not_counted():
 
 
 def test_too_few_requests_is_an_error_that_says_what_to_change():
-    with pytest.raises(ThroughputError, match="calibrate.window_seconds"):
+    with pytest.raises(TooFewBatches, match="calibrate.window_seconds"):
         rates([(0.0, 10), (1.0, 10)], windows=3)
