@@ -12,7 +12,9 @@ the run is credited with, whatever train.py prints:
 - tokens served (tokens and flops budgets stop serving when they are used up);
 - warm-up: at most `warmup_tokens` tokens are served before the clock starts (compile,
   allocator), and they carry nothing of the data set: each warm-up row is BOS followed
-  by random ordinary tokens drawn here from a seed of this run's own, and the training
+  by random ordinary tokens drawn here from a fixed seed (the same rows every run, so a
+  rerun of the same train.py is the same computation; random tokens say nothing of the
+  text whatever the seed, and no row of the split is among them), and the training
   split's stream does not advance meanwhile (the first timed batch is the split's first
   rows). However many steps train.py takes on them before the clock, it learns nothing
   about the text;
@@ -38,7 +40,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import secrets
 import socket
 import tempfile
 import threading
@@ -54,6 +55,7 @@ from trainer import tokenizer as bpe
 
 MAX_BATCH_TOKENS = 16 << 20  # int32 tokens in one batch: 64 MB of shared buffer
 MAX_SOURCES = 4  # row lengths packed at once (one per distinct seq_len asked for)
+WARMUP_SEED = 20261207  # the warm-up rows' generator: fixed, so reruns are identical
 FIRST_EPOCH = 1  # the epoch the training split's stream starts in (it does not advance during warm-up)
 
 
@@ -137,9 +139,9 @@ class Feed:
         self._mm = mmap.mmap(self.shm_fd, self.shm_bytes, access=mmap.ACCESS_WRITE)
         self._tok = prepare.Tokenizer.from_directory(prepare.tokenizer_dir(data))
         # warm-up rows: BOS, then tokens drawn uniformly from the ordinary ones (those with
-        # bytes in the merge table, as the probe's random suffixes) with a fresh seed per run
+        # bytes in the merge table, as the probe's random suffixes), the same every run
         self._pool = np.flatnonzero(bpe.token_byte_lengths(self._tok.enc) > 0)
-        self._rng = np.random.default_rng(secrets.randbits(128))
+        self._rng = np.random.default_rng(WARMUP_SEED)
         self._rows: dict[int, _Rows] = {}
         if first_rows:  # start packing before the child asks: its start-up hides it
             self._source(data["max_seq_len"]).prime(2 * first_rows)

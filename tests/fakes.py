@@ -2,8 +2,8 @@
 
 Each is a complete upstream-style script (imports `prepare` from the run directory),
 seeded, so that two runs that train the same model score the same val_bpb (the data
-comes from the harness's feed in the same order every time, once past the warm-up, whose
-rows are random: exact comparisons run with budget.warmup_tokens=0): an attack that
+comes from the harness's feed in the same order every time, the warm-up's random rows
+too; the adversarial suite runs with budget.warmup_tokens=0 all the same): an attack that
 leaves the model alone must score exactly the honest value. Hooks put code at module level
 (`top`), among the definitions (`extra_defs`), inside forward (`forward_extra`, with
 `idx` and `src` in scope, may return early), after training (`before_eval`) and after

@@ -15,10 +15,9 @@ from tests import attacks, conftest, fakes
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
-# Warm-up rows are random, drawn afresh each run: a fake that trained on them would score
-# differently every time. The attacks here are scored against the honest fake exactly, so
-# they run without warm-up (every batch is the split's, in the same order); the warm-up
-# attacks are in tests/test_attacks_clock.py.
+# The attacks here are scored against the honest fake exactly, and run without warm-up
+# (every batch is the split's, in the same order), so that an attack on the warm-up cannot
+# hide in them; the warm-up attacks are in tests/test_attacks_clock.py.
 NO_WARMUP = "budget.warmup_tokens=0"
 # The honest value, to the last bits that CPU kernels can round differently from run to run
 # (1.2e-8 seen once on a busy 2-core runner, in an experiment that leaves the model alone);
