@@ -265,7 +265,7 @@ class Campaign:
                   f"budget it started with, {saved.seconds:.1f} s", flush=True)
         self.budget = dataclasses.replace(saved, reason=saved.reason.split(" [")[0] + " [fixed when the campaign started]")
         left = max(0, int(self.cfg["campaign"]["max_experiments"]) - self.experiments_done()) \
-            + (1 if self.ledger.next_seq() == 0 else 0)  # the baseline's run first
+            + (max(1, int(self.cfg["keep"]["baseline_runs"])) if self.ledger.next_seq() == 0 else 0)  # baseline runs
         print(f"campaign: {budgeting.cost_line(self.budget, self.calibration, left)}", flush=True)
 
     def run(self, display: Display) -> tuple[str, int]:

@@ -105,8 +105,8 @@ class EvalConf:
     probe_tolerance: Optional[float] = None  # nats; None = from calibration (10 x the baseline's noise, >= a dtype floor)
     # each runner's bound: bound_factor x the frozen baseline's runner on this device (its
     # forwards scaled by model size) + bound_slack_seconds; runner_seconds: a flat bound instead
-    bound_factor: float = 3.0
-    bound_slack_seconds: float = 10.0
+    bound_factor: float = 2.0
+    bound_slack_seconds: float = 3.0
     runner_seconds: Optional[float] = None
 
 

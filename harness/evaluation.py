@@ -1,6 +1,7 @@
 """The evaluation of a handed-over model: two sandboxed runners, the scorer in this process.
 
-    res = evaluation.run(cfg, iso, spec, run_dir, handover, say)
+    spec = evaluation.spec(cfg, probe_batches, tolerance, tolerance_source, bound)
+    res = evaluation.run(cfg, backend_name, iso, spec, run_dir, handover, say)
 
 Used by an experiment (harness/experiment.py) and by calibration, which evaluates the
 frozen baseline the same way to time it (the runners' start-up and forward seconds set
@@ -17,8 +18,8 @@ import sys
 from pathlib import Path
 
 from harness import isolation, proc, score
-from harness.limits import Bound
 from harness import runner as runner_mod
+from harness.limits import Bound
 
 RUNNER_FDS = (3, 4, 5)  # where every runner finds its socket and its two buffers
 

@@ -68,7 +68,8 @@ def run(cfg: dict, run_dir: Path, budget: budget_mod.Budget, own_calibration: di
                          *sorted(p for p in iso.tokenizer_dir.glob("*") if p.is_file())]).take()
     out = {"status": "ok", "reason": "", "budget_mode": budget.mode, "budget_seconds": budget.seconds,
            "backend": bk.NAME, "device": bk.device_name(), "run_dir": str(run_dir), "isolation": iso.label,
-           "budget_reason": budget.reason, "allowance_seconds": lim.allowance, "warmup_tokens": lim.warmup_tokens}
+           "budget_reason": budget.reason, "allowance_seconds": lim.allowance, "allowance_source": lim.allowance_source,
+           "warmup_tokens": lim.warmup_tokens}
     if cal is not None:  # which measurement the budget and the limits came from, and how good it was
         out.update(calibration_id=cal["id"], calibration_quality=cal.get("quality", "ok"),
                    calibration_cv=cal.get("cv"), calibration_tokens_per_s=cal.get("tokens_per_s"))

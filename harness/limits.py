@@ -15,10 +15,10 @@
   device and dtype (measured by calibration; zero for deterministic kernels), and never
   below the dtype's floor below.
 - eval_bound: the most seconds each model runner may take (harness/score.py's Bound):
-  eval.bound_factor (3) x what the frozen baseline's runner of the same role took on
+  eval.bound_factor (2) x what the frozen baseline's runner of the same role took on
   this device (calibration evaluates it as an experiment does), its forwards scaled by
   the model's FLOPs per token over the baseline's (at least 1), + eval.bound_slack_seconds
-  (10). eval.runner_seconds sets a flat bound instead (no calibration needed); with
+  (3). eval.runner_seconds sets a flat bound instead (no calibration needed); with
   neither, only eval.timeout_seconds limits the evaluation (the summary says so).
 """
 from __future__ import annotations
@@ -105,7 +105,7 @@ def resolve(cfg: dict, cal: dict | None, budget: Budget, dtype_name: str) -> Lim
 def eval_bound(cfg: dict, cal: dict | None, model_flops_per_token: float | None) -> Bound | None:
     """Each runner's bound for a model of `model_flops_per_token` (see the module's doc)."""
     ev = cfg["eval"]
-    factor, slack = float(ev.get("bound_factor", 3.0)), float(ev.get("bound_slack_seconds", 10.0))
+    factor, slack = float(ev.get("bound_factor", 2.0)), float(ev.get("bound_slack_seconds", 3.0))
     if ev.get("runner_seconds") is not None:
         flat = float(ev["runner_seconds"])
         return Bound({"scored": flat, "probe": flat}, {"scored": 0.0, "probe": 0.0}, 1.0, 1.0, 0.0,

@@ -20,7 +20,7 @@ QUIET_KEYS = ("reason", "log_tail", "train_process_seconds", "budget_reason", "t
               "warmup_tokens_served", "model_flops_per_token", "allowance_seconds", "warmup_tokens", "eval_rows",
               "eval_tokens", "model_file_mb", "budget_tokens", "budget_flops", "calibration_cv",
               "calibration_tokens_per_s", "telemetry", "model_weights", "tampered", "slowest_step_seconds",
-              "eval_timing", "eval_bound_source")  # JSON only
+              "eval_timing", "eval_bound_source", "allowance_source")  # JSON only
 
 
 def parse(text: str) -> dict:

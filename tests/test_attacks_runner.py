@@ -49,6 +49,19 @@ def test_compute_in_a_runner_ends_at_its_bound(cache_dir, tmp_path, where):
     assert res.returncode == 5
 
 
+def test_the_calibrated_bound_cuts_training_at_the_first_forward(cache_dir, tmp_path):
+    """No flat limit given: the bound comes from this device's calibration, which evaluated
+    the frozen baseline (a tokens budget against the reference CPU: a busy machine's
+    measurement serves it too)."""
+    from tests.test_attacks import QUICK_CALIBRATION
+
+    t = fakes.write(tmp_path / "t.py", forward_extra=ar.TRAIN_AT_FIRST_FORWARD)
+    res, s = conftest.experiment(tmp_path / "run", t, NO_WARMUP, "budget.mode=tokens", "budget.reference_seconds=3",
+                                 "budget.force=true", *QUICK_CALIBRATION, timeout=400)
+    assert s["status"] == "timeout" and s["val_bpb"] is None, s
+    assert "frozen baseline's runner" in s["reason"] and s["eval_timing"]["scored"]["bound"] < 40, s
+
+
 def test_dynamic_evaluation_is_refused_by_the_probe(honest, tmp_path):
     res, s = experiment(tmp_path / "run", fakes.write(tmp_path / "t.py", forward_extra=ar.DYNAMIC_EVAL), BOUND)
     assert s["status"] == "refused" and s["val_bpb"] is None and "not causal" in s["reason"], s

@@ -200,7 +200,7 @@ def test_tokens_mode_gives_identical_steps_on_both_devices(cache_dir, tmp_path):
         s = json.loads((run_dir / "summary.json").read_text())
         assert s["budget_mode"] == "tokens" and s["budget_tokens"] > 0
         assert "budget: tokens:" in res.stdout
-        assert "frozen baseline's runner" in s["eval_bound_source"] and s["eval_timing"]["scored"]["bound"] > 10
+        assert "frozen baseline's runner" in s["eval_bound_source"] and s["eval_timing"]["scored"]["bound"] > 3
         steps[threads] = s["num_steps"]
     expected = s["budget_tokens"] // 2048  # a batch that would overrun the budget is not served
     assert steps[1] == steps[2] == expected
