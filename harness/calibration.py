@@ -130,8 +130,10 @@ def _measured(cfg: dict, bk, ident: dict, cid: str, path: Path, why: str, log, l
         try:
             measured = _measure(cfg, bk, log, stretch)
         except TooFewBatches as e:
-            problems = str(e)
-            log(f"calibrate: WARNING: attempt {attempt} of {attempts}: {problems}"
+            too_few = str(e)
+            if cal is None:  # nothing measured yet: this is what to say if nothing ever is
+                problems = too_few
+            log(f"calibrate: WARNING: attempt {attempt} of {attempts}: {too_few}"
                 + ("; measuring again with windows twice as long" if attempt < attempts else ""))
             continue
         cal = {"id": cid, "created": time.time(),

@@ -174,6 +174,20 @@ def test_too_few_batches_are_measured_again_with_longer_windows(tmp_path, monkey
         calibration.TooFewBatches("only 2 batches were timed: too few for 5 windows")))
     with pytest.raises(calibration.CalibrationError, match="could not time enough batches in 3 attempts"):
         calibration.calibrate(cfg, log=lambda m: None)
+    # a noisy measurement, then two that timed too few: the noisy one is what is kept, with its own reason
+    outcomes = [{"tokens_per_s": 1000.0, "cv": 0.5, "load_warning": ""}, None, None]
+
+    def mixed(cfg, bk, log, stretch=1.0):
+        got = outcomes.pop(0)
+        if got is None:
+            raise calibration.TooFewBatches("only 2 batches were timed: too few for 5 windows")
+        return got
+
+    monkeypatch.setattr(calibration, "_measure", mixed)
+    cfg["calibrate"]["force"] = False
+    cfg["calibrate"]["max_age_hours"] = 0
+    kept = calibration.calibrate(cfg, log=lambda m: None, limits_only=True)
+    assert kept["cv"] == 0.5 and kept["quality"].startswith("for limits only (failed the quality bar: throughput CV")
 
 
 def test_windows_are_sized_from_the_step_time():
