@@ -41,8 +41,9 @@ class CalibrationError(RuntimeError):
 
 
 # 3: throughput and start-up from the baseline trained as an experiment trains it; 4: as long as
-# one; 5: the baseline evaluated as an experiment is (its runners' times bound every evaluation)
-FORMAT = 5
+# one; 5: the baseline evaluated as an experiment is (its runners' times bound every evaluation);
+# 6: and its own probe's largest change kept (the probe's tolerance allows 10x it)
+FORMAT = 6
 
 
 def identity(cfg: dict, bk) -> dict:

@@ -365,6 +365,7 @@ CALIBRATION_FIELDS: dict[str, tuple[tuple[str, ...], bool]] = {
     "peak_memory_mb": ((NUMBER,), False),
     "noise": ((DICT, NULL), False),
     "eval_timing": ((DICT,), False),
+    "eval_probe_diff": ((NUMBER,), False),
 }
 NOISE_FIELDS = {"runs": ((INT,), True), "std": ((NUMBER, NULL), False), "mean": ((NUMBER,), False),
                 "val_bpb": ((LIST,), False)}

@@ -93,9 +93,12 @@ def resolve(cfg: dict, cal: dict | None, budget: Budget, dtype_name: str) -> Lim
     if ev.get("probe_tolerance") is not None:
         tol, t_src = float(ev["probe_tolerance"]), "eval.probe_tolerance"
     elif cal and cal.get("probe_noise") is not None:
-        tol = max(floor, 10 * float(cal["probe_noise"]))
+        # the workload's noise (rows re-batched in one process) and the baseline's own probe
+        # in its real runners (fp32 kernels pick other paths for other batch shapes)
+        noise = max(float(cal["probe_noise"]), float(cal.get("eval_probe_diff") or 0.0))
+        tol = max(floor, 10 * noise)
         t_src = (f"max({dtype_name} floor {floor:g}, 10 x the frozen baseline's probe noise "
-                 f"{cal['probe_noise']:.3g}) on {cal['device']}")
+                 f"{noise:.3g}) on {cal['device']}")
     else:
         tol, t_src = floor, f"the {dtype_name} floor (no calibration at hand)"
     probes = int(ev["probe_batches"]) if ev.get("causality_check", True) else 0
